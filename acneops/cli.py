@@ -1,0 +1,132 @@
+"""The `acneops` command. Argument parsing only: every command calls a stage's public function.
+
+Heavy libraries (torch, mlflow, prefect) are imported inside the commands, so `acneops --help`
+starts fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from acneops.errors import AcneopsError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="acneops: anonymous synthetic face datasets with measured usefulness and anonymity.",
+)
+data_app = typer.Typer(no_args_is_help=True, help="Create or import raw datasets (data/ layout).")
+app.add_typer(data_app, name="data")
+
+PARAMS_OPT = typer.Option(Path("params.yaml"), "--params", help="params.yaml to read")
+
+
+def _fail(exc: BaseException) -> None:
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=1)
+
+
+@data_app.command("phantom")
+def data_phantom(
+    out: Path = typer.Argument(..., help="output folder (raw layout: images/ + labels.csv)"),
+    task: str = typer.Option("acne", help="acne (healthy/mild/moderate/severe) or mask (mask/no_mask)"),
+    params: Path = PARAMS_OPT,
+) -> None:
+    """Generate the built-in deterministic phantom dataset."""
+    try:
+        from acneops import phantom
+        from acneops.config import load_params
+
+        cfg = phantom.config_from_params(load_params(params), task=task)
+        result = phantom.generate(cfg, out)
+        typer.echo(result.summary())
+    except AcneopsError as exc:
+        _fail(exc)
+
+
+@data_app.command("import-acne04")
+def data_import_acne04(
+    src: Path = typer.Argument(..., help="ACNE04 folder (JPEGImages/ and NNEW_*.txt)"),
+    out: Path = typer.Argument(..., help="output folder (raw layout)"),
+    fold: int = typer.Option(0, help="which NNEW_{trainval,test}_{fold}.txt split to import"),
+    params: Path = PARAMS_OPT,
+) -> None:
+    """Import the ACNE04 layout into the canonical raw layout."""
+    try:
+        from acneops import importers
+        from acneops.config import load_params
+
+        result = importers.import_acne04(src, out, fold=fold, params=load_params(params))
+        typer.echo(result.summary())
+    except AcneopsError as exc:
+        _fail(exc)
+
+
+@data_app.command("import-folders")
+def data_import_folders(
+    src: Path = typer.Argument(..., help="folder with one sub-folder per class"),
+    out: Path = typer.Argument(..., help="output folder (raw layout)"),
+) -> None:
+    """Import a folder-per-class dataset (e.g. Healthy/Mild/... or mask/no_mask)."""
+    try:
+        from acneops import importers
+
+        result = importers.import_folders(src, out)
+        typer.echo(result.summary())
+    except AcneopsError as exc:
+        _fail(exc)
+
+
+@app.command("run")
+def run_stage(
+    stage: str = typer.Argument(..., help="stage module name, e.g. ingest, restore, train_gan"),
+    name: Optional[str] = typer.Option(None, "--name", help="foreach item, e.g. train_gan --name all"),
+    params: Path = PARAMS_OPT,
+) -> None:
+    """Run one pipeline stage (this is what every dvc.yaml stage calls)."""
+    try:
+        from acneops.config import load_params
+
+        module = importlib.import_module(f"acneops.{stage}")
+        if not hasattr(module, "run") or not hasattr(module, "config_from_params"):
+            raise AcneopsError(f"'{stage}' is not a stage (acneops/{stage}.py has no run/config_from_params)")
+        cfg = module.config_from_params(load_params(params), name)
+        result = module.run(cfg)
+        typer.echo(result.summary() if hasattr(result, "summary") else str(result))
+    except ModuleNotFoundError as exc:
+        if exc.name == f"acneops.{stage}":
+            _fail(AcneopsError(f"unknown stage '{stage}'; stages are the modules named in dvc.yaml"))
+        raise
+    except AcneopsError as exc:
+        _fail(exc)
+
+
+@app.command("repro")
+def repro(
+    params: Path = PARAMS_OPT,
+    dvc_args: Optional[list[str]] = typer.Argument(None, help="extra arguments passed to `dvc repro`"),
+) -> None:
+    """The main job: create the phantom dataset if data/ is absent, then `dvc repro` every stage."""
+    try:
+        from acneops import phantom
+        from acneops.config import load_params
+
+        if not Path("data").exists():
+            cfg = phantom.config_from_params(load_params(params), task="acne")
+            typer.echo(phantom.generate(cfg, Path("data")).summary())
+        dvc = shutil.which("dvc") or str(Path(sys.executable).with_name("dvc"))
+        code = subprocess.call([dvc, "repro", *(dvc_args or [])])
+        raise typer.Exit(code=code)
+    except AcneopsError as exc:
+        _fail(exc)
+
+
+if __name__ == "__main__":
+    app()
