@@ -7,6 +7,7 @@ starts fast.
 from __future__ import annotations
 
 import importlib
+import os
 import shutil
 import subprocess
 import sys
@@ -121,8 +122,12 @@ def repro(
         if not Path("data").exists():
             cfg = phantom.config_from_params(load_params(params), task="acne")
             typer.echo(phantom.generate(cfg, Path("data")).summary())
-        dvc = shutil.which("dvc") or str(Path(sys.executable).with_name("dvc"))
-        code = subprocess.call([dvc, "repro", *(dvc_args or [])])
+        # DVC runs each stage's `acneops run ...` through the shell: put this interpreter's bin folder
+        # (the project's .venv) first on PATH so the stages use the same installation.
+        bin_dir = str(Path(sys.executable).parent)
+        env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+        dvc = shutil.which("dvc", path=env["PATH"]) or "dvc"
+        code = subprocess.call([dvc, "repro", *(dvc_args or [])], env=env)
         raise typer.Exit(code=code)
     except AcneopsError as exc:
         _fail(exc)

@@ -1,0 +1,120 @@
+"""Core helpers: config builder errors, atomic writes, metadata-free PNG, the test-split guard, lazy CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from acneops import data_access, io
+from acneops.config import ConfigError, build, load_params, require
+
+
+@dataclasses.dataclass(frozen=True)
+class _Cfg:
+    size: int = 64  # px
+    rate: float = 0.5  # share
+    name: str = "x"
+    labels: tuple[str, ...] = ("a", "b")
+    path: Path = Path("data")
+    flag: bool = False
+
+    def __post_init__(self) -> None:
+        require(self.size > 0, f"size must be > 0, got {self.size}")
+
+
+def test_build_converts_types_and_rejects_unknown_keys():
+    cfg = build(_Cfg, {"size": 32, "rate": 1, "labels": ["m", "n"], "path": "x/y", "flag": True}, "s")
+    assert cfg == _Cfg(size=32, rate=1.0, labels=("m", "n"), path=Path("x/y"), flag=True)
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['sise'\]"):
+        build(_Cfg, {"sise": 3}, "s")
+    with pytest.raises(ConfigError, match=r"\[s.size\]: expected an integer"):
+        build(_Cfg, {"size": 2.5}, "s")
+    with pytest.raises(ConfigError, match="size must be > 0"):
+        build(_Cfg, {"size": 0}, "s")
+    with pytest.raises(ConfigError, match="expected true/false"):
+        build(_Cfg, {"flag": "yes"}, "s")
+
+
+def test_load_params_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(bad)
+
+
+def test_atomic_path_keeps_old_file_on_error(tmp_path):
+    target = tmp_path / "out.json"
+    io.write_json(target, {"a": 1})
+    with pytest.raises(RuntimeError):
+        with io.atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_save_png_strips_all_metadata(tmp_path):
+    img = Image.new("RGB", (8, 8), (200, 10, 10))
+    exif = Image.Exif()
+    exif[0x010F] = "CameraMaker"  # Make
+    src = tmp_path / "src.jpg"
+    img.save(src, exif=exif.tobytes())
+    loaded = Image.open(src)
+    assert loaded.getexif()
+    digest = io.save_png(tmp_path / "clean.png", loaded)
+    out = Image.open(tmp_path / "clean.png")
+    assert not out.getexif() and "exif" not in out.info and "icc_profile" not in out.info
+    assert digest == io.sha256_file(tmp_path / "clean.png")
+
+
+def _restored(tmp_path: Path) -> Path:
+    for split in data_access.SPLITS:
+        io.write_csv(
+            tmp_path / split / data_access.MANIFEST,
+            [{"file": f"images/{split}0.png", "label": "mild", "lesions": "3", "source": "t"}],
+            ["file", "label", "lesions", "source"],
+        )
+    return tmp_path
+
+
+@pytest.mark.parametrize("role", ["gan", "sorter", "sort", "synthesize", "classifier"])
+def test_test_split_is_refused_to_every_non_evaluate_role(tmp_path, role):
+    root = _restored(tmp_path)
+    with pytest.raises(data_access.SplitAccessError, match="frozen"):
+        data_access.load_split(root, "test", role=role)
+
+
+def test_access_log_records_granted_reads(tmp_path, monkeypatch):
+    root = _restored(tmp_path / "r")
+    log = tmp_path / "access.jsonl"
+    monkeypatch.setenv(data_access.ACCESS_LOG_ENV, str(log))
+    samples = data_access.load_split(root, "train", role="gan", labels=("mild",))
+    assert samples[0].lesions == 3 and samples[0].path == root / "train" / "images/train0.png"
+    assert data_access.load_split(root, "test", role="evaluate")
+    assert [r["split"] for r in io.read_jsonl(log)] == ["train", "test"]
+
+
+def test_cli_start_imports_no_heavy_library():
+    code = (
+        "import sys; from acneops.cli import app; "
+        "heavy = [m for m in ('torch', 'mlflow', 'prefect', 'dvc', 'scipy', 'sklearn') if m in sys.modules]; "
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_cli_unknown_stage_is_a_clear_error(tmp_path):
+    (tmp_path / "params.yaml").write_text("{}\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "acneops", "run", "no_such_stage"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert out.returncode == 1 and "unknown stage 'no_such_stage'" in out.stderr
