@@ -1,0 +1,149 @@
+"""acneops.tracking against a real MLflow sqlite store in a temp dir (no mocks)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from acneops import tracking
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    """One sqlite store per module (creating the schema takes seconds)."""
+    return tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+
+
+@pytest.fixture()
+def uri(store, monkeypatch) -> str:
+    value = f"sqlite:///{store}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", value)
+    monkeypatch.delenv("ACNEOPS_PARENT_RUN_ID", raising=False)
+    return value
+
+
+def _client(uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def test_default_uri_is_absolute_sqlite_at_repo_root(tmp_path, monkeypatch):
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    sub = tmp_path / "a" / "b"
+    sub.mkdir(parents=True)
+    monkeypatch.chdir(sub)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking.repo_root() == tmp_path.resolve()
+    assert tracking.tracking_uri() == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
+    assert tracking.tracking_uri() == "http://tracking.example:5000"
+
+
+def test_params_metrics_artifacts_tags_land(uri, tmp_path, store):
+    artifact = tmp_path / "grid.png"
+    artifact.write_bytes(b"\x89PNG fake bytes")
+    config = {"lr": 0.002, "net": {"z_dim": 64, "betas": [0.0, 0.99]}, "labels": ("mild",)}
+    with tracking.start_run("train_gan", "unit", config, tags={"extra": "x"}) as run:
+        run.log_metrics({"loss_G": 1.5, "loss_D": 0.5}, step=1000)
+        run.log_metrics({"loss_G": 1.25}, step=2000)
+        run.log_artifact(artifact, artifact_path="grids")
+        run.set_tags({"checkpoint_sha256": "abc"})
+    client = _client(uri)
+    got = client.get_run(run.run_id)
+    assert got.info.status == "FINISHED"
+    assert got.data.params["lr"] == "0.002"
+    assert got.data.params["net.z_dim"] == "64"
+    assert got.data.params["net.betas"] == "[0.0, 0.99]"
+    assert got.data.tags["acneops.stage"] == "train_gan"
+    assert got.data.tags["acneops.name"] == "unit"
+    assert got.data.tags["extra"] == "x"
+    assert got.data.tags["checkpoint_sha256"] == "abc"
+    history = client.get_metric_history(run.run_id, "loss_G")
+    assert [(m.step, m.value) for m in history] == [(1000, 1.5), (2000, 1.25)]
+    listed = [f.path for f in client.list_artifacts(run.run_id, "grids")]
+    assert listed == ["grids/grid.png"]
+    # artifacts of the embedded store live beside the database, not in the cwd
+    assert (store.parent / "mlartifacts").is_dir()
+
+
+def test_resume_continues_the_same_run(uri):
+    with tracking.start_run("train_gan", "resume", {"total_kimg": 1}) as first:
+        first.log_metrics({"loss": 3.0}, step=1)
+    with tracking.start_run("train_gan", "resume", {"total_kimg": 2}, run_id=first.run_id) as again:
+        assert _client(uri).get_run(again.run_id).info.status == "RUNNING"
+        again.log_metrics({"loss": 2.0}, step=2)
+    assert again.run_id == first.run_id
+    got = _client(uri).get_run(first.run_id)
+    assert got.info.status == "FINISHED"
+    assert [m.step for m in _client(uri).get_metric_history(first.run_id, "loss")] == [1, 2]
+    assert got.data.params["total_kimg"] == "1"  # params are immutable ...
+    assert got.data.tags["resume.total_kimg"] == "2"  # ... the changed value is kept as a tag
+
+
+@pytest.mark.parametrize("error", [RuntimeError("boom"), KeyboardInterrupt()])
+def test_exception_marks_failed(uri, error):
+    with pytest.raises(type(error)):
+        with tracking.start_run("train_gan", "fails", {}) as run:
+            raise error
+    assert _client(uri).get_run(run.run_id).info.status == "FAILED"
+
+
+def _child(uri: str, body: str) -> subprocess.CompletedProcess:
+    code = textwrap.dedent(
+        f"""
+        import os, signal, sys
+        from acneops import tracking
+        with tracking.start_run("train_gan", "child", {{"a": 1}}) as run:
+            print(run.run_id, flush=True)
+            {body}
+        """
+    )
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_sigkilled_run_is_marked_failed_by_the_next_run(uri):
+    killed = _child(uri, "os.kill(os.getpid(), signal.SIGKILL)")
+    assert killed.returncode == -signal.SIGKILL
+    stale_id = killed.stdout.split()[0]
+    assert _client(uri).get_run(stale_id).info.status == "RUNNING"
+    with tracking.start_run("train_gan", "other-name", {}):
+        pass
+    assert _client(uri).get_run(stale_id).info.status == "RUNNING"  # other names are left alone
+    with tracking.start_run("train_gan", "child", {}) as fresh:
+        pass
+    assert fresh.run_id != stale_id
+    stale = _client(uri).get_run(stale_id)
+    assert stale.info.status == "FAILED"
+    assert "killed" in stale.data.tags["acneops.failure"]
+
+
+def test_sigterm_marks_failed(uri):
+    done = _child(uri, "os.kill(os.getpid(), signal.SIGTERM)")
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr
+    assert _client(uri).get_run(done.stdout.split()[0]).info.status == "FAILED"
+
+
+def test_nested_under_parent_run(uri, monkeypatch):
+    with tracking.start_run("pipeline", None, {}) as parent:
+        monkeypatch.setenv("ACNEOPS_PARENT_RUN_ID", parent.run_id)
+        with tracking.start_run("train_gan", "nested", {}) as child:
+            pass
+    tags = _client(uri).get_run(child.run_id).data.tags
+    assert tags["mlflow.parentRunId"] == parent.run_id
+    assert _client(uri).get_run(parent.run_id).info.status == "FINISHED"
+
+
+def test_importing_tracking_does_not_import_mlflow():
+    code = "import sys, acneops.tracking; sys.exit('mlflow' in sys.modules)"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    assert subprocess.run([sys.executable, "-c", code], env=env).returncode == 0
