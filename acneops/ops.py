@@ -1,0 +1,265 @@
+"""StyleGAN2 operations: FIR up/down-sampling, bias+activation, modulated convolution, equalized-LR layers.
+
+Paper: Karras et al. 2020, "Analyzing and Improving the Image Quality of StyleGAN" (CVPR 2020).
+The semantics (padding, filter orientation, gains, clamping) are those of NVIDIA's official
+stylegan2-ada-pytorch / stylegan3 ``torch_utils/ops`` and ``networks_stylegan2.py``;
+tests/model/test_nvlabs_parity.py proves equality on a network built with NVIDIA's code.
+
+Written for a lean CPU path that still supports gradients of gradients (R1, path length):
+- every FIR filter is a single depthwise ``conv2d`` (groups=C) with the 4x4 outer-product filter;
+  FIR upsampling of images is one depthwise ``conv_transpose2d`` (no zero-insertion tensors);
+- upsampling convolutions are ``conv_transpose2d`` followed by the FIR blur, as NVIDIA does;
+- positive activation gains are folded into weights and biases (act(g*z) = g*act(z) for linear,
+  relu and leaky relu), and biases ride in the conv that precedes them, saving full-tensor passes;
+- only standard differentiable torch ops are used.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+LRELU_SLOPE = 0.2  # negative slope of the leaky ReLU used throughout StyleGAN2
+ACT_GAINS = {"linear": 1.0, "relu": math.sqrt(2.0), "lrelu": math.sqrt(2.0)}  # He-style default gains
+FIR_TAPS = (1.0, 3.0, 3.0, 1.0)  # the [1,3,3,1] binomial low-pass filter of the paper
+
+
+def setup_filter(taps: tuple[float, ...] = FIR_TAPS) -> Tensor:
+    """(K, K) float32 separable FIR filter: outer product of ``taps``, normalised to unit DC gain."""
+    f = torch.as_tensor(taps, dtype=torch.float32)
+    f = torch.outer(f, f)
+    return f / f.sum()
+
+
+def _parse_padding(padding: int | tuple[int, ...] | list[int]) -> tuple[int, int, int, int]:
+    """Padding as (x0, x1, y0, y1) from an int, (x, y) or (x0, x1, y0, y1)."""
+    if isinstance(padding, int):
+        return padding, padding, padding, padding
+    if len(padding) == 2:
+        return padding[0], padding[0], padding[1], padding[1]
+    x0, x1, y0, y1 = padding
+    return x0, x1, y0, y1
+
+
+def _depthwise(f: Tensor, channels: int, gain: float, x: Tensor, flip: bool = True) -> Tensor:
+    """(C, 1, K, K) kernel for a depthwise conv; flipped because upfirdn convolves and conv2d correlates."""
+    k = f.flip([0, 1]) if flip else f
+    if gain != 1.0:
+        k = k * gain
+    return k.to(dtype=x.dtype, device=x.device).expand(channels, 1, *f.shape)
+
+
+def upfirdn2d(x: Tensor, f: Tensor | None, up: int = 1, down: int = 1,
+              padding: int | tuple[int, ...] = 0, gain: float = 1.0) -> Tensor:
+    """Generic upsample (zero insertion) -> pad (negative crops) -> FIR convolve -> keep every down-th pixel.
+
+    The reference the fast paths below are tested against; layers use the fast paths.
+    """
+    if f is None:
+        f = torch.ones(1, 1)
+    b, c, h, w = x.shape
+    x0, x1, y0, y1 = _parse_padding(padding)
+    if up > 1:
+        x = F.pad(x.reshape(b, c, h, 1, w, 1), [0, up - 1, 0, 0, 0, up - 1]).reshape(b, c, h * up, w * up)
+    x = F.pad(x, [max(x0, 0), max(x1, 0), max(y0, 0), max(y1, 0)])
+    x = x[:, :, max(-y0, 0): x.shape[2] - max(-y1, 0), max(-x0, 0): x.shape[3] - max(-x1, 0)]
+    return F.conv2d(x, _depthwise(f, c, gain, x), stride=down, groups=c)
+
+
+def blur(x: Tensor, f: Tensor, pad: int, gain: float = 1.0, bias: Tensor | None = None) -> Tensor:
+    """FIR filter at stride 1 with ``pad`` zeros on every side, optional per-channel bias fused in."""
+    c = x.shape[1]
+    return F.conv2d(x, _depthwise(f, c, gain, x), bias, padding=pad, groups=c)
+
+
+def upsample2d(x: Tensor, f: Tensor) -> Tensor:
+    """2x FIR upsampling, equal to NVIDIA's ``upsample2d`` (upfirdn2d up=2, pad [2,1,2,1], gain 4).
+
+    One depthwise transposed conv: scattering with the unflipped filter is a convolution.
+    """
+    k = f.shape[0]
+    if k % 2:
+        raise ValueError(f"upsample2d needs an even-sized FIR filter, got {tuple(f.shape)}")
+    c = x.shape[1]
+    return F.conv_transpose2d(x, _depthwise(f, c, 4.0, x, flip=False), stride=2,
+                              padding=k - 1 - (k + 1) // 2, groups=c)
+
+
+def downsample2d(x: Tensor, f: Tensor) -> Tensor:
+    """2x FIR downsampling, equal to NVIDIA's ``downsample2d`` (upfirdn2d down=2, pad [1,1,1,1] for K=4)."""
+    c, k = x.shape[1], f.shape[0]
+    return F.conv2d(x, _depthwise(f, c, 1.0, x), stride=2, padding=(k - 1) // 2, groups=c)
+
+
+def _transpose_weight(w: Tensor, groups: int) -> Tensor:
+    """(O, I/g, k, k) conv weight -> (g*I/g, O/g, k, k) layout that conv_transpose2d expects."""
+    o, ig, kh, kw = w.shape
+    if groups == 1:
+        return w.transpose(0, 1)
+    return w.reshape(groups, o // groups, ig, kh, kw).transpose(1, 2).reshape(groups * ig, o // groups, kh, kw)
+
+
+def conv2d_resample(x: Tensor, w: Tensor, f: Tensor | None = None, up: int = 1, down: int = 1,
+                    padding: int = 0, groups: int = 1, bias: Tensor | None = None) -> Tensor:
+    """Convolution with optional 2x up/down FIR resampling; NVIDIA ``conv2d_resample`` semantics
+    (correlation, ``padding`` relative to the upsampled image), plus a per-channel bias added last."""
+    kh = w.shape[2]
+    fk = 1 if f is None else f.shape[0]
+    if up == 1 and down == 1:
+        return F.conv2d(x, w, bias, padding=padding, groups=groups)
+    if up == 1 and down == 2 and fk == 4 and kh == 1 and padding == 0:
+        return F.conv2d(downsample2d(x, f), w, bias, groups=groups)  # filter first: 4x cheaper 1x1 conv
+    if up == 1 and down == 2 and fk == 4:
+        return F.conv2d(blur(x, f, padding + 1), w, bias, stride=2, groups=groups)
+    if up == 2 and down == 1 and fk == 4 and kh == 1 and padding == 0:
+        return _bias(upsample2d(F.conv2d(x, w, groups=groups), f), bias)  # 1x1 conv at low resolution
+    if up == 2 and down == 1 and fk == 4 and 2 * padding == kh - 1 and padding + 3 - kh >= 0:
+        # Transposed conv gives 2H + k - 2 pixels; the blur's padding (1 for k=3) brings it back to 2H.
+        x = F.conv_transpose2d(x, _transpose_weight(w, groups), stride=2, groups=groups)
+        return blur(x, f, padding + 3 - kh, gain=4.0, bias=bias)
+    return _conv2d_resample_generic(x, w, f, up, down, padding, groups, bias)
+
+
+def _bias(x: Tensor, bias: Tensor | None) -> Tensor:
+    """x + bias over dim 1 (no-op for None)."""
+    return x if bias is None else x + bias.reshape(1, -1, 1, 1)
+
+
+def _conv2d_resample_generic(x: Tensor, w: Tensor, f: Tensor | None, up: int, down: int,
+                             padding: int, groups: int, bias: Tensor | None) -> Tensor:
+    """Slow but general path: upfirdn2d up, plain conv, upfirdn2d down (NVIDIA's fallback)."""
+    fk = 1 if f is None else f.shape[0]
+    x0 = x1 = padding
+    if up > 1:
+        x0, x1 = x0 + (fk + up - 1) // 2, x1 + (fk - up) // 2
+    if down > 1:
+        x0, x1 = x0 + (fk - down + 1) // 2, x1 + (fk - down) // 2
+    x = upfirdn2d(x, f if up > 1 else None, up=up, padding=(x0, x1, x0, x1), gain=up * up)
+    x = F.conv2d(x, w, groups=groups)
+    if down > 1:
+        x = upfirdn2d(x, f, down=down)
+    return _bias(x, bias)
+
+
+def activate(x: Tensor, act: str = "linear", clamp: float | None = None) -> Tensor:
+    """Activation then symmetric clamp; the caller has already added the bias and applied the gain.
+
+    Together with gain folding this equals NVIDIA's ``bias_act(x, b, act, gain, clamp)``.
+    """
+    if act == "lrelu":
+        x = F.leaky_relu(x, LRELU_SLOPE)
+    elif act == "relu":
+        x = F.relu(x)
+    elif act != "linear":
+        raise ValueError(f"unknown activation {act!r}; use one of {sorted(ACT_GAINS)}")
+    return x if clamp is None else x.clamp(-clamp, clamp)
+
+
+def bias_act(x: Tensor, b: Tensor | None = None, act: str = "linear", gain: float | None = None,
+             clamp: float | None = None) -> Tensor:
+    """Unfused NVIDIA ``bias_act``: (x + b) -> act -> * gain (default: the act's gain) -> clamp(+-clamp)."""
+    gain = ACT_GAINS[act] if gain is None else gain
+    x = _bias(x, b) if x.ndim == 4 else (x if b is None else x + b)
+    x = activate(x, act)
+    if gain != 1.0:
+        x = x * gain
+    return x if clamp is None else x.clamp(-clamp, clamp)
+
+
+def demod_coefs(weight: Tensor, styles: Tensor, eps: float = 1e-8) -> Tensor:
+    """(B, O) demodulation 1/sqrt(sum_{i,k} (w_oik * s_bi)^2 + eps), computed as one (B,I)x(I,O) matmul."""
+    return (styles.square() @ weight.square().sum(dim=(2, 3)).t() + eps).rsqrt()
+
+
+def modulated_conv2d(x: Tensor, weight: Tensor, styles: Tensor, noise: Tensor | None = None,
+                     up: int = 1, padding: int = 0, f: Tensor | None = None, demodulate: bool = True,
+                     fused: bool = True, gain: float = 1.0, bias: Tensor | None = None) -> Tensor:
+    """gain * (demodulated conv(x, weight modulated by styles) + noise + bias), shape (B, O, H*up, W*up).
+
+    x (B, I, H, W); weight (O, I, k, k); styles (B, I); noise broadcastable to the output (already
+    multiplied by its strength). ``fused=True`` runs modulation, demodulation and convolution as one
+    grouped convolution with per-sample weights (groups=B), as in the paper; ``fused=False`` scales
+    the activations before and after one ordinary convolution instead (NVIDIA's training path).
+    Both are exact; which one is faster depends on the hardware.
+    """
+    b, i = styles.shape
+    o, _, kh, kw = weight.shape
+    d = demod_coefs(weight, styles) * gain if demodulate else None  # (B, O)
+    gb = None if bias is None else (bias * gain if gain != 1.0 else bias)  # (O,)
+    if fused:
+        coef = styles.unsqueeze(1) * (d.unsqueeze(2) if demodulate else gain)  # (B, O|1, I)
+        w = (weight.unsqueeze(0) * coef.unsqueeze(-1).unsqueeze(-1)).reshape(-1, i, kh, kw)  # (B*O, I, k, k)
+        gbias = None if gb is None else gb.repeat(b)
+        x = conv2d_resample(x.reshape(1, b * i, *x.shape[2:]), w, f, up=up, padding=padding, groups=b, bias=gbias)
+        x = x.reshape(b, o, *x.shape[2:])
+    else:
+        x = x * styles.reshape(b, i, 1, 1)
+        if demodulate:
+            x = conv2d_resample(x, weight, f, up=up, padding=padding)
+            d = d.reshape(b, o, 1, 1)
+            x = x * d if gb is None else torch.addcmul(gb.reshape(1, o, 1, 1), x, d)
+        else:
+            x = conv2d_resample(x, weight * gain if gain != 1.0 else weight, f, up=up, padding=padding, bias=gb)
+    if noise is not None:
+        x = x + (noise * gain if gain != 1.0 else noise)
+    return x
+
+
+class FullyConnectedLayer(nn.Module):
+    """Equalized-learning-rate dense layer: stored weight ~ N(0, 1/lr_multiplier^2), applied times
+    lr_multiplier/sqrt(in_features); bias applied times lr_multiplier (NVIDIA's convention, so
+    Adam's effective step on the mapping network is lr * lr_multiplier)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, activation: str = "linear",
+                 lr_multiplier: float = 1.0, bias_init: float = 0.0) -> None:
+        super().__init__()
+        if activation not in ACT_GAINS:
+            raise ValueError(f"unknown activation {activation!r}; use one of {sorted(ACT_GAINS)}")
+        self.in_features, self.out_features, self.activation = in_features, out_features, activation
+        self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_multiplier)
+        self.bias = nn.Parameter(torch.full([out_features], float(bias_init))) if bias else None
+        self.weight_gain = lr_multiplier / math.sqrt(in_features)
+        self.bias_gain = lr_multiplier
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, in_features) -> (B, out_features)."""
+        g = ACT_GAINS[self.activation]
+        w = self.weight * (self.weight_gain * g)
+        b = None if self.bias is None else self.bias * (self.bias_gain * g)
+        return activate(F.linear(x, w, b), self.activation)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}"
+
+
+class Conv2dLayer(nn.Module):
+    """Equalized-learning-rate conv (weight ~ N(0,1) applied times 1/sqrt(fan_in)) with optional 2x
+    FIR up/down-sampling, bias, activation with its gain, and output clamping (``conv_clamp``)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True,
+                 activation: str = "linear", up: int = 1, down: int = 1, conv_clamp: float | None = None) -> None:
+        super().__init__()
+        if activation not in ACT_GAINS:
+            raise ValueError(f"unknown activation {activation!r}; use one of {sorted(ACT_GAINS)}")
+        self.in_channels, self.out_channels, self.activation = in_channels, out_channels, activation
+        self.up, self.down, self.conv_clamp, self.padding = up, down, conv_clamp, kernel_size // 2
+        self.register_buffer("resample_filter", setup_filter(), persistent=False)
+        self.weight_gain = 1.0 / math.sqrt(in_channels * kernel_size * kernel_size)
+        self.act_gain = ACT_GAINS[activation]
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+
+    def forward(self, x: Tensor, gain: float = 1.0) -> Tensor:
+        """(B, I, H, W) -> (B, O, H*up/down, W*up/down); ``gain`` scales the output and the clamp."""
+        g = self.act_gain * gain
+        w = self.weight * (self.weight_gain * g)
+        b = None if self.bias is None else (self.bias * g if g != 1.0 else self.bias)
+        x = conv2d_resample(x, w, self.resample_filter, self.up, self.down, self.padding, bias=b)
+        return activate(x, self.activation, None if self.conv_clamp is None else self.conv_clamp * gain)
+
+    def extra_repr(self) -> str:
+        return (f"in_channels={self.in_channels}, out_channels={self.out_channels}, "
+                f"activation={self.activation}, up={self.up}, down={self.down}")
