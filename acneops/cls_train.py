@@ -1,0 +1,215 @@
+"""The training loop of `train_classifier`: train_epoch, evaluate, checkpoint, resume, final report.
+
+Kept apart from the stage module so each piece stays small. Determinism on CPU: the model init,
+the shuffling (a seeded DataLoader generator) and the augmentation (torch's global RNG in the
+loading process, or per-worker seeds drawn from that generator) all derive from ``seed``, and
+``torch.use_deterministic_algorithms`` is on while training. last.pt holds the optimizer and both
+RNG states at the end of each epoch, so a run killed mid-way and restarted gives the same weights
+as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from acneops import tracking
+from acneops.classifiers import create_classifier, model_args_for, read_checkpoint, save_checkpoint
+from acneops.cls_data import ImageDataset, eval_transform, train_transform
+from acneops.io import append_jsonl, read_jsonl, sha256_file, write_json, write_text
+
+RESUME_FREE_KEYS = ("epochs", "keep_last", "workers")  # config keys that may change between kill and resume
+
+
+@contextlib.contextmanager
+def deterministic(seed: int) -> Iterator[None]:
+    """Seed torch and switch on deterministic algorithms inside the block; restore both afterwards."""
+    was_det = torch.are_deterministic_algorithms_enabled()
+    rng = torch.get_rng_state()
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(was_det)
+        torch.set_rng_state(rng)
+
+
+def class_weights(labels: Sequence[str], item_labels: Sequence[str]) -> torch.Tensor:
+    """Inverse-frequency weights (C,), mean 1 over the samples: each class weighs the same in the loss."""
+    counts = np.array([sum(1 for x in item_labels if x == label) for label in labels], dtype=np.float64)
+    weights = len(item_labels) / (len(labels) * np.maximum(counts, 1.0))
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def train_epoch(model: nn.Module, loader: DataLoader, opt: torch.optim.Optimizer, loss_fn: nn.Module,
+                device: torch.device, desc: str) -> tuple[float, float]:
+    """One pass over ``loader``; returns (mean loss, accuracy) on the augmented training batches."""
+    model.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    for x, y in tqdm(loader, desc=desc, leave=False, disable=None, unit="batch"):
+        x, y = x.to(device), y.to(device)  # (B, 3, S, S), (B,)
+        logits = model(x)  # (B, C)
+        loss = loss_fn(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total_loss += float(loss.detach()) * len(y)
+        correct += int((logits.argmax(1) == y).sum())
+        seen += len(y)
+    return total_loss / max(seen, 1), correct / max(seen, 1)
+
+
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """(true class indices (N,), predicted class indices (N,)) over ``loader`` in eval mode."""
+    model.eval()
+    y_true, y_pred = [], []
+    with torch.inference_mode():
+        for x, y in loader:
+            y_pred.append(model(x.to(device)).argmax(1).cpu().numpy())
+            y_true.append(y.numpy())
+    return np.concatenate(y_true), np.concatenate(y_pred)
+
+
+def val_report(labels: Sequence[str], positive: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
+    """The shared classification report (acneops.metrics.classification) on class names."""
+    from acneops.metrics.classification import classification_report
+
+    names = np.asarray(list(labels), dtype=object)
+    return classification_report(list(names[y_true]), list(names[y_pred]), list(labels), positive=positive or None)
+
+
+def _loaders(cfg: Any, model_args: dict[str, Any], train_items: list, val_items: list) -> tuple[DataLoader, DataLoader, torch.Generator]:
+    """Seeded, shuffled training loader and ordered validation loader."""
+    size, mean, std = cfg.img_size, model_args["mean"], model_args["std"]
+    train_ds = ImageDataset(train_items, cfg.labels, train_transform(size, mean, std, cfg.rotation_deg, cfg.brightness, cfg.hflip))
+    val_ds = ImageDataset(val_items, cfg.labels, eval_transform(size, mean, std))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    # a final batch of one image breaks BatchNorm in train mode: drop it (it is a different image each epoch)
+    train = DataLoader(train_ds, batch_size=cfg.batch, shuffle=True, generator=gen, num_workers=cfg.workers,
+                       drop_last=len(train_ds) % cfg.batch == 1)
+    val = DataLoader(val_ds, batch_size=max(cfg.batch, 64), shuffle=False, num_workers=cfg.workers)
+    return train, val, gen
+
+
+def _resume_state(out: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+    """last.pt of an interrupted run with the same config (up to RESUME_FREE_KEYS), else None."""
+    last = out / "last.pt"
+    if not last.is_file():
+        return None
+    ckpt = read_checkpoint(last)
+    strip = lambda c: {k: v for k, v in (c or {}).items() if k not in RESUME_FREE_KEYS}  # noqa: E731
+    if strip(ckpt.get("config")) != strip(config):
+        tqdm.write(f"{last}: written by a different config; starting afresh")
+        return None
+    return ckpt
+
+
+def _start_fresh(out: Path) -> None:
+    """Remove the trail of an earlier run so history.jsonl and best.pt describe this run only."""
+    for name in ("last.pt", "best.pt", "history.jsonl", "val_metrics.json", "val_confusion.json", "val_confusion.png"):
+        (out / name).unlink(missing_ok=True)
+
+
+def _truncate_history(out: Path, epoch: int) -> None:
+    """Keep the history lines of epochs <= ``epoch`` (a kill may leave a line past the last checkpoint)."""
+    lines = [r for r in read_jsonl(out / "history.jsonl") if r["epoch"] <= epoch]
+    import json
+
+    write_text(out / "history.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in lines))
+
+
+def _lineage_tags(cfg: Any, train_items: list) -> dict[str, Any]:
+    """Tags naming the exact inputs: manifests' sha256 and image counts per origin."""
+    tags: dict[str, Any] = {
+        "acneops.arch": cfg.arch,
+        "acneops.train_real": sum(it.origin == "real" for it in train_items),
+        "acneops.train_synthetic": sum(it.origin == "synthetic" for it in train_items),
+    }
+    for split in ("train", "val"):
+        manifest = Path(cfg.restored_dir) / split / "manifest.csv"
+        if manifest.is_file():
+            tags[f"acneops.restored_{split}_sha256"] = sha256_file(manifest)
+    if cfg.synthetic_dir and (Path(cfg.synthetic_dir) / "manifest.csv").is_file():
+        tags["acneops.synthetic_sha256"] = sha256_file(Path(cfg.synthetic_dir) / "manifest.csv")
+    return tags
+
+
+def fit(cfg: Any, config: dict[str, Any], train_items: list, val_items: list) -> tuple[int, dict[str, Any], int]:
+    """Train, keep best.pt by ``cfg.select_metric`` on validation; return (best epoch, val report, epochs run)."""
+    out = cfg.out_path
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model_args = model_args_for(cfg.arch, len(cfg.labels), cfg.img_size, cfg.labels)
+    with deterministic(cfg.seed):
+        model = create_classifier(cfg.arch, len(cfg.labels), cfg.pretrained, cfg.img_size).to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        train_dl, val_dl, gen = _loaders(cfg, model_args, train_items, val_items)
+        state = _resume_state(out, config)
+        if state is None:
+            _start_fresh(out)
+            write_json(out / "config.json", config)
+            start, best, run_id = 1, {"epoch": 0, "score": -1.0}, None
+        else:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optim"])
+            torch.set_rng_state(state["rng"]["torch"])
+            gen.set_state(state["rng"]["loader"])
+            start, best, run_id = state["epoch"] + 1, state["best"], state.get("mlflow_run_id")
+            _truncate_history(out, state["epoch"])
+        weights = class_weights(cfg.labels, [it.label for it in train_items]) if cfg.class_weighted_loss else None
+        loss_fn = nn.CrossEntropyLoss(weight=weights.to(device) if weights is not None else None)
+        with tracking.start_run("train_classifier", cfg.name, config, run_id=run_id,
+                                tags=_lineage_tags(cfg, train_items)) as mlrun:
+            for epoch in range(start, cfg.epochs + 1):
+                t0 = time.perf_counter()
+                train_loss, train_acc = train_epoch(model, train_dl, opt, loss_fn, device, f"{cfg.name} epoch {epoch}/{cfg.epochs}")
+                report = val_report(cfg.labels, cfg.positive, *evaluate(model, val_dl, device))
+                record = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
+                          "val_acc": report["accuracy"], "val_macro_f1": report["macro_f1"],
+                          "seconds": round(time.perf_counter() - t0, 3)}
+                score = record["val_macro_f1" if cfg.select_metric == "macro_f1" else "val_acc"]
+                common = {"model_args": model_args, "epoch": epoch, "config": config, "metrics": record}
+                if score > best["score"]:
+                    best = {"epoch": epoch, "score": score}
+                    save_checkpoint(out / "best.pt", model, **common)
+                append_jsonl(out / "history.jsonl", record)
+                save_checkpoint(out / "last.pt", model, **common, optim=opt.state_dict(), best=best,
+                                rng={"torch": torch.get_rng_state(), "loader": gen.get_state()},
+                                mlflow_run_id=mlrun.run_id)
+                mlrun.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=epoch)
+                tqdm.write(f"{cfg.name} epoch {epoch}: loss {train_loss:.4f} train acc {train_acc:.3f} "
+                           f"val acc {record['val_acc']:.3f} val macro-F1 {record['val_macro_f1']:.3f}")
+            val = _final_report(cfg, out, val_dl, device, best["epoch"], mlrun)
+    if not cfg.keep_last:
+        (out / "last.pt").unlink(missing_ok=True)
+    return best["epoch"], val, max(0, cfg.epochs + 1 - start)
+
+
+def _final_report(cfg: Any, out: Path, val_dl: DataLoader, device: torch.device, best_epoch: int, mlrun: Any) -> dict[str, Any]:
+    """Re-evaluate best.pt on validation; write val_metrics.json and the confusion matrix; log them."""
+    import timm
+
+    from acneops.metrics.classification import save_confusion_matrix
+
+    ckpt = read_checkpoint(out / "best.pt")
+    args = ckpt["model_args"]
+    model = timm.create_model(args["arch"], num_classes=args["num_classes"], pretrained=False)
+    model.load_state_dict(ckpt["model"])
+    report = val_report(cfg.labels, cfg.positive, *evaluate(model.to(device), val_dl, device))
+    report = {**report, "best_epoch": best_epoch, "select_metric": cfg.select_metric, "val_source": cfg.val_source}
+    write_json(out / "val_metrics.json", report)
+    save_confusion_matrix(report, out / "val_confusion.json", out / "val_confusion.png")
+    mlrun.log_metrics({"best_val_acc": report["accuracy"], "best_val_macro_f1": report["macro_f1"],
+                       "best_epoch": best_epoch}, step=best_epoch)
+    for name in ("val_metrics.json", "val_confusion.json", "val_confusion.png", "history.jsonl", "config.json"):
+        mlrun.log_artifact(out / name, "classifier")
+    return report
