@@ -123,10 +123,11 @@ def image_rng(cfg: PhantomConfig, class_index: int, index: int) -> np.random.Gen
 
 def _lesion_sites(rng: np.random.Generator, n: int) -> list[tuple[float, float]]:
     """n face points (u, v) drawn uniformly over the forehead, cheek and chin regions (area-weighted)."""
-    areas = np.array([(u1 - u0) * (v1 - v0) for u0, u1, v0, v1 in REGIONS])
+    areas = [(u1 - u0) * (v1 - v0) for u0, u1, v0, v1 in REGIONS]
+    weights = [a / sum(areas) for a in areas]
     sites = []
     while len(sites) < n:
-        u0, u1, v0, v1 = REGIONS[int(rng.choice(len(REGIONS), p=areas / areas.sum()))]
+        u0, u1, v0, v1 = REGIONS[int(rng.choice(len(REGIONS), p=weights))]
         u, v = rng.uniform(u0, u1), rng.uniform(v0, v1)
         if u * u + v * v < 0.88:  # stay inside the face outline
             sites.append((u, v))
@@ -185,7 +186,7 @@ def generate(cfg: PhantomConfig, out_dir: str | Path) -> PhantomResult:
     out_dir = Path(out_dir)
     rows, sha, lesion_span = [], {}, {}
     with staged_output(out_dir) as stage, tqdm(total=cfg.n_per_class * len(cfg.classes), desc="phantom",
-                                               unit="img", leave=False) as bar:
+                                               unit="img", leave=False, disable=None) as bar:
         for label in cfg.classes:
             for i in range(cfg.n_per_class):
                 image, lesions = render(cfg, label, i)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +21,7 @@ from acneops.errors import AcneopsError
 from acneops.grid import make_grid, save_grid
 from acneops.io import read_csv, sha256_file
 
+ROOT = Path(__file__).resolve().parents[2]
 TINY = {"seed": 7, "n_per_class": 6, "hr_size": 32, "lr_size": 8, "lowres_fraction": 0.25, "supersample": 2}
 
 
@@ -36,6 +40,18 @@ def test_same_seed_gives_byte_identical_files(tmp_path):
     assert len(ha) == 4 * 6 + 1  # every image + labels.csv
     assert ha == hb
     assert a.sha256 == {k: v for k, v in ha.items() if k.startswith("images/")}
+
+
+def test_same_bytes_from_a_fresh_process_with_another_hash_seed(tmp_path):
+    """Nothing may depend on process state (dict/set order, hash seed, warm caches)."""
+    phantom.generate(tiny(), tmp_path / "a")
+    code = (
+        "import sys; from acneops import phantom; from tests.code.test_phantom import tiny; "
+        "phantom.generate(tiny(), sys.argv[1])"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "b")], check=True, cwd=ROOT, env=env)
+    assert file_hashes(tmp_path / "a") == file_hashes(tmp_path / "b")
 
 
 def test_different_seed_gives_different_images(tmp_path):
