@@ -6,7 +6,6 @@ starts fast.
 
 from __future__ import annotations
 
-import importlib
 import os
 import shutil
 import subprocess
@@ -93,18 +92,10 @@ def run_stage(
 ) -> None:
     """Run one pipeline stage (this is what every dvc.yaml stage calls)."""
     try:
-        from acneops.config import load_params
+        from acneops.stages import run_stage as _run_stage
 
-        module = importlib.import_module(f"acneops.{stage}")
-        if not hasattr(module, "run") or not hasattr(module, "config_from_params"):
-            raise AcneopsError(f"'{stage}' is not a stage (acneops/{stage}.py has no run/config_from_params)")
-        cfg = module.config_from_params(load_params(params), name)
-        result = module.run(cfg)
+        result = _run_stage(stage, name, params)
         typer.echo(result.summary() if hasattr(result, "summary") else str(result))
-    except ModuleNotFoundError as exc:
-        if exc.name == f"acneops.{stage}":
-            _fail(AcneopsError(f"unknown stage '{stage}'; stages are the modules named in dvc.yaml"))
-        raise
     except AcneopsError as exc:
         _fail(exc)
 
