@@ -123,7 +123,9 @@ def check_output_dir(out: Path) -> None:
     out = Path(out)
     resolved = out.resolve()
     if resolved == Path(resolved.anchor) or resolved in (Path.cwd().resolve(), *Path.cwd().resolve().parents):
-        raise AcneopsError(f"{out}: output must be a dedicated folder (not '.', a parent of it or '/'); name a new folder")
+        raise AcneopsError(
+            f"{out}: output must be a dedicated folder (not '.', a parent of it or '/'); name a new folder"
+        )
     if not out.exists():
         return
     if not out.is_dir():
@@ -155,10 +157,15 @@ def staged_output(out: str | Path) -> Iterator[Path]:
         yield stage
         if out.exists():
             os.replace(out, old)
-        os.replace(stage, out)
+        try:
+            os.replace(stage, out)
+        except OSError:
+            if old.exists():
+                os.replace(old, out)  # put the previous dataset back
+            raise
+        shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_labels(folder: Path, rows: list[dict[str, Any]]) -> None:
@@ -241,7 +248,9 @@ def _read_acne04_lists(src: Path, fold: int, grades: dict[int, str], files: dict
     return rows, notes
 
 
-def import_acne04(src: str | Path, out: str | Path, fold: int = 0, params: dict[str, Any] | None = None) -> ImportResult:
+def import_acne04(
+    src: str | Path, out: str | Path, fold: int = 0, params: dict[str, Any] | None = None
+) -> ImportResult:
     """Import ACNE04 (``JPEGImages/levle{grade}_{n}.jpg`` + ``NNEW_{trainval,test}_{fold}.txt``).
 
     trainval rows get split ``train`` (ingest carves val from it), test rows ``test``. Images in no
@@ -253,7 +262,9 @@ def import_acne04(src: str | Path, out: str | Path, fold: int = 0, params: dict[
     grades = importers_config(params).grade_map
     images_dir = src / "JPEGImages"
     if not images_dir.is_dir():
-        raise AcneopsError(f"{images_dir}: not found; the ACNE04 layout is SRC/JPEGImages/*.jpg + SRC/NNEW_*_<fold>.txt")
+        raise AcneopsError(
+            f"{images_dir}: not found; the ACNE04 layout is SRC/JPEGImages/*.jpg + SRC/NNEW_*_<fold>.txt"
+        )
     missing = [p.name for p in (src / f"NNEW_trainval_{fold}.txt", src / f"NNEW_test_{fold}.txt") if not p.is_file()]
     if missing:
         folds = sorted(p.stem.rsplit("_", 1)[-1] for p in src.glob("NNEW_test_*.txt"))
@@ -312,7 +323,8 @@ def _class_folders(src: Path) -> tuple[list[tuple[Path, str]], list[str]]:
     if all(d.name.lower() in SPLIT_FOLDERS for d in dirs):
         pairs = []
         for d in dirs:
-            pairs += [(c, SPLIT_FOLDERS[d.name.lower()]) for c in sorted(d.iterdir()) if c.is_dir() and not c.name.startswith(".")]
+            subdirs = [c for c in sorted(d.iterdir()) if c.is_dir() and not c.name.startswith(".")]
+            pairs += [(c, SPLIT_FOLDERS[d.name.lower()]) for c in subdirs]
             loose += [f"{d.name}/{p.name}" for p in sorted(d.iterdir()) if not p.is_dir()]
         if not pairs:
             raise AcneopsError(f"{src}: split folders {[d.name for d in dirs]} contain no class sub-folders "

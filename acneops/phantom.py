@@ -69,14 +69,16 @@ class PhantomConfig:
         require(self.n_per_class >= 1, f"phantom.n_per_class must be >= 1, got {self.n_per_class}")
         require(16 <= self.hr_size <= 2048, f"phantom.hr_size must be 16..2048 px, got {self.hr_size}")
         require(4 <= self.lr_size < self.hr_size, f"phantom.lr_size must be 4..hr_size-1 px, got {self.lr_size}")
-        require(0.0 <= self.lowres_fraction <= 1.0, f"phantom.lowres_fraction must be in 0..1, got {self.lowres_fraction}")
+        require(0.0 <= self.lowres_fraction <= 1.0,
+                f"phantom.lowres_fraction must be in 0..1, got {self.lowres_fraction}")
         require(1 <= self.supersample <= 4, f"phantom.supersample must be 1..4, got {self.supersample}")
         require(0.25 <= self.lesion_scale <= 4.0, f"phantom.lesion_scale must be 0.25..4, got {self.lesion_scale}")
         want = set(TASK_CLASSES["acne"])
         require(set(self.lesion_ranges) == want,
                 f"phantom.lesion_ranges must have exactly the keys {sorted(want)}, got {sorted(self.lesion_ranges)}")
         for name, (lo, hi) in self.lesion_ranges.items():
-            require(0 <= lo <= hi <= 200, f"phantom.lesion_ranges.{name}: need 0 <= min <= max <= 200, got [{lo}, {hi}]")
+            require(0 <= lo <= hi <= 200,
+                    f"phantom.lesion_ranges.{name}: need 0 <= min <= max <= 200, got [{lo}, {hi}]")
 
     @property
     def classes(self) -> tuple[str, ...]:

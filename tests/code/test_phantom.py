@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -46,11 +47,12 @@ def test_same_bytes_from_a_fresh_process_with_another_hash_seed(tmp_path):
     """Nothing may depend on process state (dict/set order, hash seed, warm caches)."""
     phantom.generate(tiny(), tmp_path / "a")
     code = (
-        "import sys; from acneops import phantom; from tests.code.test_phantom import tiny; "
-        "phantom.generate(tiny(), sys.argv[1])"
+        "import json, sys; from acneops import phantom; "
+        "phantom.generate(phantom.config_from_params({'phantom': json.loads(sys.argv[2])}), sys.argv[1])"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(ROOT)}
-    subprocess.run([sys.executable, "-c", code, str(tmp_path / "b")], check=True, cwd=ROOT, env=env)
+    args = [sys.executable, "-c", code, str(tmp_path / "b"), json.dumps(TINY)]
+    subprocess.run(args, check=True, cwd=ROOT, env=env, capture_output=True)
     assert file_hashes(tmp_path / "a") == file_hashes(tmp_path / "b")
 
 
