@@ -1,0 +1,84 @@
+"""Prefect flows over the same stage functions that dvc.yaml runs (acneops.stages.run_stage).
+
+- ``pipeline``: every stage of dvc.yaml in dependency order; the per-severity fine-tunes are submitted
+  together so a Dask task runner (``--dask``) spreads them over a cluster.
+- ``regenerate``: the synthesize stage alone (a fresh synthetic dataset from the current generators),
+  the flow a schedule serves: ``python flows/pipeline.py serve --cron "0 3 * * 1"``.
+
+Flows run without a Prefect server (Prefect starts a temporary local API); set PREFECT_API_URL to use a
+shared one. No stage logic lives here: ``tests/code/test_flows.py`` keeps PIPELINE and dvc.yaml in step.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from prefect import flow, task
+
+# (stage, foreach item) in dvc.yaml's dependency order; items in one inner list may run in parallel.
+PIPELINE: list[list[tuple[str, str | None]]] = [
+    [("ingest", None)],
+    [("restore", None)],
+    [("train_gan", "base")],
+    [("train_gan", "all"), ("train_classifier", "sorter")],
+    [("sort", None)],
+    [("train_gan", "mild"), ("train_gan", "moderate"), ("train_gan", "severe")],
+    [("synthesize", None)],
+    [("train_classifier", "synthetic"), ("train_classifier", "real"), ("train_classifier", "augmented")],
+    [("evaluate", None)],
+]
+
+
+def stage_names() -> list[str]:
+    """dvc.yaml names of the flow's stages, in order (``train_gan@all`` for foreach items)."""
+    return [f"{s}@{n}" if n else s for group in PIPELINE for s, n in group]
+
+
+@task(name="stage", task_run_name="{stage}@{name}")
+def stage_task(stage: str, name: str | None, params_path: str) -> str:
+    from acneops.stages import run_stage
+
+    result = run_stage(stage, name, params_path)
+    return result.summary() if hasattr(result, "summary") else str(result)
+
+
+@flow(name="acneops-pipeline", log_prints=True)
+def pipeline(params_path: str = "params.yaml") -> list[str]:
+    """Run every stage in order; stages of one group are submitted together."""
+    summaries: list[str] = []
+    for group in PIPELINE:
+        futures = [stage_task.submit(stage, name, params_path) for stage, name in group]
+        summaries += [f.result() for f in futures]
+    for line in summaries:
+        print(line)
+    return summaries
+
+
+@flow(name="acneops-regenerate", log_prints=True)
+def regenerate(params_path: str = "params.yaml") -> str:
+    """A fresh synthetic dataset (with its anonymity filter) from the current generators."""
+    summary = stage_task(stage="synthesize", name=None, params_path=params_path)
+    print(summary)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> Any:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["pipeline", "regenerate", "serve"])
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--cron", default="0 3 * * 1", help="schedule of `serve` (regenerate), cron syntax")
+    parser.add_argument("--dask", action="store_true", help="run the pipeline on a Dask task runner")
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return regenerate.serve(name="acneops-regenerate", cron=args.cron, parameters={"params_path": args.params})
+    target = pipeline if args.command == "pipeline" else regenerate
+    if args.dask:
+        from prefect_dask import DaskTaskRunner  # optional: pip install prefect-dask
+
+        target = target.with_options(task_runner=DaskTaskRunner())
+    return target(params_path=args.params)
+
+
+if __name__ == "__main__":
+    main()
