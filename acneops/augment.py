@@ -23,8 +23,9 @@ result (reflect padding, 2x super-sampling with the orthogonal sym6 wavelet filt
 per image. The reference composes groups 1 and 2 into a single matrix and resamples once; since blits are
 lossless, applying them first gives the same image except that (a) flips and quarter turns are exact here
 (the reference's sym6 path shifts them by ~0.1 px, the filter not being linear-phase) and (b) content
-reflected in from far outside the frame may differ when a large translation meets a large rotation. The reference's optional
-image-space filtering and corruption groups (not in the issue) are not implemented.
+reflected in from far outside the frame may differ when a large translation meets a large rotation.
+The reference's optional image-space filtering and corruption groups (not in the issue) are not
+implemented.
 
 Random draws use torch's global RNG on the images' device, in the reference's order, so a training loop
 that saves and restores the RNG state resumes bit-exactly. Further departures, both
@@ -41,6 +42,14 @@ import torch
 
 from acneops import augment_ops as ops
 from acneops.errors import AcneopsError
+
+
+_BLIT = dict(xflip=1, rotate90=1, xint=1)
+_GEOM = dict(scale=1, rotate=1, aniso=1, xfrac=1)
+_COLOR = dict(brightness=1, contrast=1, lumaflip=1, hue=1, saturation=1)
+# Named transform sets of the reference (its ``augpipe`` option); 'bgc' is the ADA paper's default.
+AUGMENT_SPECS = {"blit": _BLIT, "geom": _GEOM, "color": _COLOR, "bg": {**_BLIT, **_GEOM},
+                 "bgc": {**_BLIT, **_GEOM, **_COLOR}}
 
 
 class AugmentPipe(torch.nn.Module):
@@ -60,7 +69,8 @@ class AugmentPipe(torch.nn.Module):
         self.register_buffer("p", torch.zeros([]))  # overall augmentation probability, scalar
         # Probability multipliers.
         self.xflip, self.rotate90, self.xint = float(xflip), float(rotate90), float(xint)
-        self.scale, self.rotate, self.aniso, self.xfrac = float(scale), float(rotate), float(aniso), float(xfrac)
+        self.scale, self.rotate = float(scale), float(rotate)
+        self.aniso, self.xfrac = float(aniso), float(xfrac)
         self.brightness, self.contrast, self.lumaflip = float(brightness), float(contrast), float(lumaflip)
         self.hue, self.saturation = float(hue), float(saturation)
         # Strengths.
@@ -78,7 +88,8 @@ class AugmentPipe(torch.nn.Module):
                      "aniso_std", "xfrac_std", "brightness_std", "contrast_std", "hue_max", "saturation_std"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
-                raise AcneopsError(f"AugmentPipe: {name}={value!r} must be a finite number >= 0; fix the ADA settings")
+                raise AcneopsError(f"AugmentPipe: {name}={value!r} must be a finite number >= 0; "
+                                   "fix the ADA settings")
         self.register_buffer("lowpass", ops.lowpass_filter(), persistent=False)  # sym6, (12,)
 
     def extra_repr(self) -> str:
@@ -260,8 +271,8 @@ class AdaController:
         """Restore from :meth:`state_dict` (p is written into the pipe's buffer)."""
         missing = {"p", "rt", "sum", "count"} - set(state)
         if missing:
-            raise AcneopsError(f"AdaController state is missing {sorted(missing)}; the checkpoint is not an ADA "
-                               "state written by AdaController.state_dict()")
+            raise AcneopsError(f"AdaController state is missing {sorted(missing)}; the checkpoint does not "
+                               "hold an ADA state written by AdaController.state_dict()")
         with torch.no_grad():
             self.pipe.p.fill_(float(state["p"]))
         self.rt = float(state["rt"])

@@ -6,16 +6,18 @@ Limited Data", NeurIPS 2020 (Karras et al. 2020b), appendix B ("Our augmentation
 What is here and why:
 - batched homogeneous transform matrices (3x3 for image geometry, 4x4 for colour), built from per-image
   parameter tensors so one matrix per image can be composed from many transforms and applied once;
-- a separable up/down sampling primitive (zero insertion, padding or cropping, FIR filtering, decimation)
-  with the orthogonal ``sym6`` wavelet low-pass filter, used to super-sample the image 2x before bilinear
-  resampling and to low-pass it back afterwards. Because ``sym6`` is orthogonal, upsampling followed by
-  the time-reversed downsampling is the identity, and integer translations keep pixel values (up to float
-  rounding); it is not linear-phase, though, so flips and quarter turns through it are off by ~0.1 px;
-- :func:`apply_blit`, the exact (gather) implementation of the pixel-blitting group (x-flip, quarter turns,
-  integer translation), and :func:`apply_geometric` (reflect padding + 2x super-sampling + ``grid_sample`` + low-pass decimation) and
-  :func:`apply_color`, the two places where images are touched.
+- :func:`apply_blit`: the pixel-blitting group (x-flip, quarter turns, integer translation) as an exact
+  gather of input pixels, reflected at the border;
+- :func:`apply_geometric`: the general group, as in the reference: reflect padding, 2x super-sampling with
+  the orthogonal ``sym6`` wavelet low-pass filter, bilinear ``grid_sample`` on the 2x grid, low-pass with
+  the time-reversed filter and decimation. Padding, zero insertion, filtering and decimation along one axis
+  are linear, so each is folded into one small dense matrix per axis and applied with two matmuls (several
+  times faster on CPU than depthwise FIR convolutions, identical result). Because ``sym6`` is orthogonal,
+  up- then down-sampling is the identity and integer translations keep pixel values; it is not
+  linear-phase, so flips and quarter turns through this path would be off by ~0.1 px (hence apply_blit);
+- :func:`apply_color`: one 4x4 matrix per image on RGB (or its grey-pixel action on greyscale).
 
-Everything is plain differentiable torch (conv2d, pad, grid_sample, matmul), so gradients, and the second
+Everything is plain differentiable torch (gather, matmul, grid_sample), so gradients, and the second
 derivatives that lazy R1 on augmented reals needs, flow back to the input images.
 """
 
@@ -111,9 +113,7 @@ def luma_axis(device=None) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------------
-# Separable FIR resampling as per-axis matrices. Padding, zero insertion, filtering and decimation along
-# one axis are all linear, so each resampling step is one small dense matrix per axis applied with matmul:
-# several times faster on CPU than depthwise convolutions, and differentiable to any order.
+# Separable FIR resampling as per-axis matrices (see the module docstring).
 
 
 def _reflect_index(i: torch.Tensor, size: int) -> torch.Tensor:
@@ -232,7 +232,8 @@ def apply_geometric(images: torch.Tensor, G_inv: torch.Tensor, f: torch.Tensor) 
     in_h, in_w = images.shape[2], images.shape[3]
     # Pixel coordinates -> grid_sample's normalised [-1, 1] coordinates (align_corners=False).
     G_inv = scale2d(2 / in_w, 2 / in_h, device=device) @ G_inv @ scale2d(out_w / 2, out_h / 2, device=device)
-    grid = F.affine_grid(G_inv[:, :2, :].to(images.dtype), [batch, channels, out_h, out_w], align_corners=False)
+    theta = G_inv[:, :2, :].to(images.dtype)
+    grid = F.affine_grid(theta, [batch, channels, out_h, out_w], align_corners=False)
     images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     crop = 2 * filter_pad
     return apply_axes(images, downsample_matrix(f, out_h, crop), downsample_matrix(f, out_w, crop))

@@ -123,8 +123,9 @@ class Discriminator(nn.Module):
                                base_channels=int(base_channels), channel_max=int(channel_max))
         ch = lambda r: _channels(r, self.img_resolution, base_channels, channel_max)  # noqa: E731
         res = self.img_resolution // 2
+        # No batch norm on the input layer (paper, section 3).
         layers: list[nn.Module] = [nn.Conv2d(self.img_channels, ch(res), 4, 2, 1, bias=False),
-                                   nn.LeakyReLU(LRELU_SLOPE, inplace=True)]  # no batch norm on the input layer
+                                   nn.LeakyReLU(LRELU_SLOPE, inplace=True)]
         for _ in range(n_down - 1):
             layers += [nn.Conv2d(ch(res), ch(res // 2), 4, 2, 1, bias=False),
                        nn.BatchNorm2d(ch(res // 2)), nn.LeakyReLU(LRELU_SLOPE, inplace=True)]
@@ -137,8 +138,8 @@ class Discriminator(nn.Module):
         """images (B, C, R, R) -> logits (B, 1)."""
         expected = (self.img_channels, self.img_resolution, self.img_resolution)
         if img.ndim != 4 or tuple(img.shape[1:]) != expected:
-            raise AcneopsError(f"DCGAN Discriminator expects images of shape (B, {expected[0]}, {expected[1]}, "
-                               f"{expected[2]}), got {tuple(img.shape)}")
+            raise AcneopsError(f"DCGAN Discriminator expects images of shape (B, {expected[0]}, "
+                               f"{expected[1]}, {expected[2]}), got {tuple(img.shape)}")
         return self.main(img).flatten(1)
 
 

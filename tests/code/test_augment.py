@@ -10,12 +10,16 @@ import torch
 import torch.nn.functional as F
 
 from acneops import augment_ops as ops
-from acneops.augment import AdaController, AugmentPipe
+from acneops.augment import AUGMENT_SPECS, AdaController, AugmentPipe
 from acneops.errors import AcneopsError
 
 TRANSFORMS = ("xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfrac", "brightness", "contrast",
               "lumaflip", "hue", "saturation")
-ALL_ON = {name: 1 for name in TRANSFORMS}
+ALL_ON = AUGMENT_SPECS["bgc"]
+
+
+def test_bgc_spec_enables_every_transform():
+    assert set(ALL_ON) == set(TRANSFORMS) and set(ALL_ON.values()) == {1}
 
 
 def smooth_images(n: int, res: int = 32, channels: int = 3, seed: int = 0) -> torch.Tensor:

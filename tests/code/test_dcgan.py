@@ -1,4 +1,4 @@
-"""DCGAN networks: shapes, ranges, parameter counts, deterministic eval-mode sampling, and D learns with BCE."""
+"""DCGAN networks: shapes, ranges, parameter counts, deterministic eval-mode sampling, D learns with BCE."""
 
 from __future__ import annotations
 
