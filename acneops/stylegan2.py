@@ -20,8 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from acneops.config import ConfigError
-from acneops.ops import (Conv2dLayer, FullyConnectedLayer, activate, modulated_conv2d, setup_filter,
-                         upsample2d)
+from acneops.ops import (Conv2dLayer, FullyConnectedLayer, activate, modulated_conv2d, upsample2d)
 
 NOISE_MODES = ("random", "const", "none")
 # Per-sample grouped convs (fused) vs activation scaling around one conv (unfused) are numerically
@@ -100,7 +99,6 @@ class SynthesisLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.noise_strength = nn.Parameter(torch.zeros([]))
         self.register_buffer("noise_const", torch.randn(resolution, resolution))
-        self.register_buffer("resample_filter", setup_filter(), persistent=False)
 
     def forward(self, x: Tensor, w: Tensor, noise_mode: str = "random", fused: bool = True,
                 gain: float = 1.0) -> Tensor:
@@ -113,7 +111,7 @@ class SynthesisLayer(nn.Module):
         elif noise_mode == "const":
             noise = self.noise_const * self.noise_strength
         x = modulated_conv2d(x, self.weight, styles, noise, up=self.up, padding=self.padding,
-                             f=self.resample_filter, fused=fused, gain=math.sqrt(2.0) * gain, bias=self.bias)
+                             fused=fused, gain=math.sqrt(2.0) * gain, bias=self.bias)
         return activate(x, "lrelu", None if self.conv_clamp is None else self.conv_clamp * gain)
 
 
@@ -142,7 +140,6 @@ class SynthesisBlock(nn.Module):
                  conv_clamp: float | None = None) -> None:
         super().__init__()
         self.in_channels, self.resolution = in_channels, resolution
-        self.register_buffer("resample_filter", setup_filter(), persistent=False)
         if in_channels == 0:
             self.const = nn.Parameter(torch.randn(out_channels, resolution, resolution))
         else:
@@ -162,7 +159,7 @@ class SynthesisBlock(nn.Module):
             x = self.conv0(x, next(w_iter), noise_mode, fused)
         x = self.conv1(x, next(w_iter), noise_mode, fused)
         y = self.torgb(x, next(w_iter), fused)
-        img = y if img is None else upsample2d(img, self.resample_filter) + y
+        img = y if img is None else upsample2d(img) + y
         return x, img
 
 
