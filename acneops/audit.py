@@ -5,9 +5,9 @@ the registry gates (with the frozen real test split, which adds C_T and membersh
 
 - near copies: nearest real neighbour of every synthetic image in feature space (a pluggable
   extractor from :mod:`acneops.metrics.features`) and in pixel space (downscaled, per-image
-  standardised colour vectors), also against horizontally flipped reals; flagged by the rules in
-  :func:`acneops.audit_attacks.audit_copies` (authenticity rule of Alaa et al. 2022 + a pixel
-  nearest-neighbour ratio test);
+  standardised colour vectors), against flipped and slightly cropped views of the reals too;
+  flagged by the rules in :func:`acneops.audit_copies.audit_copies` (authenticity rule of Alaa et
+  al. 2022 + a pixel nearest-neighbour ratio test);
 - data copying: the C_T statistic of Meehan et al. 2020 (needs the real test split);
 - membership inference: ROC-AUC of train vs test by distance to the synthetic set (needs the test split);
 - ``reports/audit_<name>.json`` + a PNG of the closest pairs (:func:`write_audit_report`) and
@@ -52,21 +52,23 @@ Images = Sequence[Path] | np.ndarray  # paths, or uint8 (N, H, W, 3)
 class AuditConfig:
     """Params section ``audit``."""
 
-    authenticity_ratio: float = 1.0  # rule (a): copy if d_feat(syn, nn real) < ratio * d_feat(nn real, its nn real); unitless
-    authenticity_pixel_factor: float = 0.6  # rule (a) counts only if pixel d1 < factor * median real-real pixel NN distance
-    pixel_size: int = 32  # side of the downscaled pixel vector, px (vector = size*size*3)
-    pixel_normalize: bool = True  # standardise each pixel vector (per-channel mean, global std): brightness/contrast invariant
-    pixel_ratio_threshold: float = 0.5  # rule (b1): copy if d1/d2 < this (nearest / second-nearest distinct real, pixels)
+    # rule (a), feature space: copy if d(syn, nn real) < ratio * d(nn real, its own nn real); unitless
+    authenticity_ratio: float = 1.0
+    # rule (a) counts only if pixel d1 < factor * median real-real pixel NN distance; unitless
+    authenticity_pixel_factor: float = 0.6
+    pixel_size: int = 16  # side of the downscaled pixel vectors, px (vector = size * size * 3)
+    pixel_normalize: bool = True  # standardise each pixel vector (brightness / contrast invariant)
+    pixel_ratio_threshold: float = 0.5  # rule (b1): copy if d1 / d2 < this (nearest / 2nd distinct real)
     pixel_copy_threshold: float = 0.3  # rule (b2): copy if d1 < this * median real-real pixel NN distance
-    check_flips: bool = True  # compare against horizontally flipped reals too (a mirrored copy is a copy)
-    crop_scales: tuple[float, ...] = (0.9,)  # pixel views: crops keeping this fraction of each side, resized back
-    crop_positions: int = 5  # crop anchors per scale: 1 (centre), 5 (centre + corners) or 9 (3x3 grid)
-    ct_cells: int = 10  # k-means cells on the train features for C_T (capped at the number of train images)
+    check_flips: bool = True  # compare against mirrored reals too (a mirrored copy is a copy)
+    crop_scales: tuple[float, ...] = (0.9,)  # pixel views: crops keeping this fraction of each side
+    crop_positions: int = 9  # crop anchors per scale: 1 (centre), 5 (+ corners) or 9 (3x3 grid)
+    ct_cells: int = 10  # k-means cells on the train features for C_T (capped at the train count)
     ct_min_samples: int = 20  # tau of C_T: cells with fewer synthetic samples are dropped, count
     seed: int = 0  # k-means seed (the only random step)
     max_pairs_png: int = 16  # closest synthetic|real pairs drawn in the report PNG
     png_tile: int = 96  # side of one image in the report PNG, px
-    block_size: int = 1024  # query rows per block in the exact NN search (memory ~ block * n_real * 8 bytes)
+    block_size: int = 1024  # query rows per NN block (memory ~ block * n_real * 4 bytes per view)
 
     def __post_init__(self) -> None:
         where = "params.yaml [audit]"
@@ -96,10 +98,9 @@ def _flipped_features(extractor: Any, images: list[Path] | np.ndarray, chunk: in
     """Features of the horizontally flipped images, extracted in chunks to bound memory."""
     parts = []
     for start in range(0, len(images), chunk):
-        batch = [image_at(images, i)[:, ::-1] for i in range(start, min(start + chunk, len(images)))]
-        if len({b.shape for b in batch}) != 1:
-            raise AcneopsError("real images differ in size; restore them to one resolution before the audit")
-        parts.append(extractor.extract(np.ascontiguousarray(np.stack(batch)), progress=False))
+        batch = [np.ascontiguousarray(image_at(images, i)[:, ::-1])
+                 for i in range(start, min(start + chunk, len(images)))]
+        parts.append(np.asarray(extractor.extract(batch, progress=False), dtype=np.float64))
     return np.concatenate(parts)
 
 
@@ -309,7 +310,8 @@ def _pairs_png(result: AuditResult) -> Any:
         if result.view_specs:
             real = apply_view(real, result.view_specs[c.pix_nn_view[i]])
         for dx, arr in ((0, image_at(result.synthetic_images, int(i))), (tile + 4, real)):
-            canvas.paste(Image.fromarray(np.ascontiguousarray(arr)).resize((tile, tile), Image.BILINEAR), (x0 + dx, y0))
+            small = Image.fromarray(np.ascontiguousarray(arr)).resize((tile, tile), Image.BILINEAR)
+            canvas.paste(small, (x0 + dx, y0))
         draw.text((x0, y0 + tile + 2), f"#{int(i)} {'COPY' if c.flags[i] else 'ok'} {view}",
                   fill=(200, 0, 0) if c.flags[i] else (0, 110, 0))
         draw.text((x0, y0 + tile + 14), f"d/med={c.pix_rel[i]:.2f} d1/d2={c.pix_ratio[i]:.2f}", fill=(0, 0, 0))

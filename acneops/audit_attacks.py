@@ -110,7 +110,9 @@ def nearest_neighbors(
     return Neighbors(dist=out_d, idx=out_i, view=out_v)
 
 
-def _min_over_views(q: np.ndarray, views: list[np.ndarray], views_sq: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def _min_over_views(
+    q: np.ndarray, views: list[np.ndarray], views_sq: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
     """Squared distances (Bq, N) to the closest view of each reference, and which view it was."""
     d2 = _sq_dists(q, views[0], views_sq[0])
     which = np.zeros(d2.shape, dtype=np.int64)
@@ -168,6 +170,7 @@ def data_copying_ct(syn_feats: Any, train_feats: Any, test_feats: Any, cfg: Any)
     data distribution) C_T is about N(0, 1); a memorising generator drives it far below 0.
     """
     from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_limits
 
     syn = as_matrix(syn_feats, "synthetic features")
     train = as_matrix(train_feats, "real train features", min_rows=2)
@@ -175,8 +178,11 @@ def data_copying_ct(syn_feats: Any, train_feats: Any, test_feats: Any, cfg: Any)
     _same_dim(syn, train, "synthetic features", "real train features")
     _same_dim(test, train, "real test features", "real train features")
     k = max(1, min(int(cfg.ct_cells), train.shape[0]))
-    km = KMeans(n_clusters=k, random_state=int(cfg.seed), n_init=10).fit(train)
-    cells_train, cells_test, cells_syn = km.labels_, km.predict(test), km.predict(syn)
+    # One OpenMP thread: k-means on ~1e3 points takes milliseconds, while OpenMP workers spinning on
+    # a busy shared machine made it take seconds; the result does not depend on the thread count.
+    with threadpool_limits(limits=1, user_api="openmp"):
+        km = KMeans(n_clusters=k, random_state=int(cfg.seed), n_init=10).fit(train)
+        cells_train, cells_test, cells_syn = km.labels_, km.predict(test), km.predict(syn)
     per_cell, num, den = [], 0.0, 0.0
     for c in range(k):
         t_c, p_c, q_c = train[cells_train == c], test[cells_test == c], syn[cells_syn == c]

@@ -115,7 +115,9 @@ def _vector(small: np.ndarray, normalize: bool) -> np.ndarray:
     return v.reshape(-1)
 
 
-def pixel_views(images_or_paths: Any, size: int, specs: Sequence[ViewSpec], normalize: bool = True) -> list[np.ndarray]:
+def pixel_views(
+    images_or_paths: Any, size: int, specs: Sequence[ViewSpec], normalize: bool = True
+) -> list[np.ndarray]:
     """One (N, size*size*3) float32 array per view in ``specs``: downscaled (antialiased bilinear) HWC colour.
 
     With ``normalize`` each vector has its per-channel mean removed and is divided by its standard
