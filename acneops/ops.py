@@ -135,8 +135,12 @@ def conv1x1(x: Tensor, w: Tensor, bias: Tensor | None = None) -> Tensor:
 
 def conv2d_resample(x: Tensor, w: Tensor, up: int = 1, down: int = 1, padding: int = 0, groups: int = 1,
                     bias: Tensor | None = None, taps: tuple[float, ...] = FIR_TAPS) -> Tensor:
-    """Convolution with optional 2x up/down FIR resampling; NVIDIA ``conv2d_resample`` semantics
-    (correlation, ``padding`` relative to the upsampled image), plus a per-channel bias added last."""
+    """Convolution with optional 2x up/down FIR resampling, plus a per-channel bias added last.
+
+    NVIDIA ``conv2d_resample`` semantics as its layers call it (``flip_weight = up == 1``): correlation
+    without upsampling, true convolution (kernel flipped) with upsampling, which is what a transposed
+    conv with the unflipped kernel computes; ``padding`` is relative to the upsampled image.
+    """
     kh, kw = w.shape[2:]
     pointwise = kh == 1 and kw == 1 and padding == 0 and groups == 1
     if up == 1 and down == 1:
@@ -170,7 +174,7 @@ def _conv2d_resample_generic(x: Tensor, w: Tensor, up: int, down: int, padding: 
     if down > 1:
         x0, x1 = x0 + (fk - down + 1) // 2, x1 + (fk - down) // 2
     x = upfirdn2d(x, f if up > 1 else None, up=up, padding=(x0, x1, x0, x1), gain=up * up)
-    x = F.conv2d(x, w, groups=groups)
+    x = F.conv2d(x, w.flip([2, 3]) if up > 1 else w, groups=groups)
     if down > 1:
         x = upfirdn2d(x, f, down=down)
     return _bias(x, bias)
