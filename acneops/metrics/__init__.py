@@ -38,6 +38,7 @@ class MetricsConfig:
     kid_subset_size: int = 1000  # KID: samples per subset (capped at the smaller set), count
     nearest_k: int = 3  # precision/recall/density/coverage: k of the k-NN radii
     seed: int = 0  # seed of the KID subset sampling
+    fd_method: str = "sqrtm"  # Fréchet distance: sqrtm (pytorch-fid's computation) | eig (same value, faster)
 
     def __post_init__(self) -> None:
         require(self.extractor in EXTRACTOR_NAMES,
@@ -46,6 +47,8 @@ class MetricsConfig:
         require(self.kid_subsets >= 1, f"params.yaml [metrics.kid_subsets]: must be >= 1, got {self.kid_subsets}")
         require(self.kid_subset_size >= 2,
                 f"params.yaml [metrics.kid_subset_size]: must be >= 2, got {self.kid_subset_size}")
+        require(self.fd_method in ("sqrtm", "eig"),
+                f"params.yaml [metrics.fd_method]: '{self.fd_method}' is not one of ['sqrtm', 'eig']")
         require(self.nearest_k >= 1, f"params.yaml [metrics.nearest_k]: must be >= 1, got {self.nearest_k}")
         require(self.extractor != "inception" or self.inception_weights is not None,
                 "params.yaml [metrics.inception_weights]: required when metrics.extractor is 'inception' "

@@ -54,13 +54,17 @@ def _trace_sqrt_product_eig(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
-                     eps: float = 1e-6) -> float:
+                     eps: float = 1e-6, method: str = "sqrtm") -> float:
     """Fréchet distance ||mu1 - mu2||² + tr(sigma1 + sigma2 - 2 sqrt(sigma1 sigma2)) of two Gaussians.
 
-    As pytorch-fid: if ``sqrtm`` of the product is not finite, ``eps * I`` is added to both
-    covariances; a complex result with a diagonal imaginary part above 1e-3 is an error. If the
-    retry is still not finite, the trace of the root comes from eigenvalues instead.
+    ``method="sqrtm"`` (default) is pytorch-fid's computation: if ``sqrtm`` of the product is not
+    finite, ``eps * I`` is added to both covariances; a complex result with a diagonal imaginary
+    part above 1e-3 is an error; if the retry is still not finite, the trace of the root comes from
+    eigenvalues instead. ``method="eig"`` always takes the eigenvalue route: the same value for
+    covariance matrices (to ~1e-8 relative) and several times faster at 2048-d.
     """
+    if method not in ("sqrtm", "eig"):
+        raise AcneopsError(f"frechet_distance: method must be 'sqrtm' or 'eig', got {method!r}")
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
     sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != (mu1.size, mu1.size):
@@ -69,6 +73,8 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     from scipy import linalg
 
     diff = mu1 - mu2
+    if method == "eig":
+        return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * _trace_sqrt_product_eig(sigma1, sigma2))
     covmean = linalg.sqrtm(sigma1 @ sigma2)
     if not np.isfinite(covmean).all():
         offset = np.eye(sigma1.shape[0]) * eps
@@ -88,11 +94,11 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_covmean)
 
 
-def fd_from_features(feats1: np.ndarray, feats2: np.ndarray) -> float:
+def fd_from_features(feats1: np.ndarray, feats2: np.ndarray, method: str = "sqrtm") -> float:
     """Fréchet distance between the Gaussians fitted to two feature sets (N1, dim) and (N2, dim)."""
     a, b = _features(feats1, "feats1"), _features(feats2, "feats2")
     _same_dim(a, b)
-    return frechet_distance(*feature_stats(a), *feature_stats(b))
+    return frechet_distance(*feature_stats(a), *feature_stats(b), method=method)
 
 
 def kid_from_features(real: np.ndarray, fake: np.ndarray, num_subsets: int = 100,
@@ -191,7 +197,7 @@ def prdc(real: np.ndarray, fake: np.ndarray, nearest_k: int = 3,
 
 def distribution_report(real: np.ndarray, fake: np.ndarray, metric_prefix: str, kernel_prefix: str,
                         space: str, kid_subsets: int = 100, kid_subset_size: int = 1000,
-                        nearest_k: int = 3, seed: int = 0) -> dict[str, float | int | str]:
+                        nearest_k: int = 3, seed: int = 0, fd_method: str = "sqrtm") -> dict[str, float | int | str]:
     """Every distribution metric of ``fake`` vs ``real`` features, named for the feature space.
 
     Keys: ``<metric_prefix>`` (Fréchet distance: fid / fd_domain / fd_tiny), ``<kernel_prefix>_mean``
@@ -200,7 +206,7 @@ def distribution_report(real: np.ndarray, fake: np.ndarray, metric_prefix: str, 
     """
     kd_mean, kd_std = kid_from_features(real, fake, kid_subsets, kid_subset_size, seed)
     report: dict[str, float | int | str] = {
-        metric_prefix: fd_from_features(real, fake),
+        metric_prefix: fd_from_features(real, fake, fd_method),
         f"{kernel_prefix}_mean": kd_mean,
         f"{kernel_prefix}_std": kd_std,
     }

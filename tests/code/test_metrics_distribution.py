@@ -31,6 +31,7 @@ def test_fd_equals_pytorch_fid(n1, n2, d):
         ref = calculate_frechet_distance(*s1, *s2)
     ours = dm.frechet_distance(*s1, *s2)
     assert ours == pytest.approx(float(ref), rel=1e-6)
+    assert dm.frechet_distance(*s1, *s2, method="eig") == pytest.approx(float(ref), rel=1e-6)
     assert dm.fd_from_features(a, b) == pytest.approx(ours, rel=1e-12)
 
 
@@ -144,3 +145,5 @@ def test_distribution_report_names_the_feature_space():
     assert not any("fid" in key for key in rep)
     assert (rep["n_real"], rep["n_fake"], rep["feature_space"]) == (60, 50, "domain")
     assert rep["fd_domain"] == pytest.approx(dm.fd_from_features(real, fake))
+    with pytest.raises(AcneopsError, match="method"):
+        dm.fd_from_features(real, fake, method="svd")
