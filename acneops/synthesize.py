@@ -1,0 +1,413 @@
+"""`synthesize` stage: the exported synthetic dataset, one folder per class, with the anonymity filter applied.
+
+For each class the stage samples its generator at recorded seeds, audits every image against **all**
+real train images (every class: a copy of any real face is a leak, whatever its label), drops the
+flagged near copies, tops up with fresh seeds for up to ``max_rounds`` extra rounds and reports any
+shortfall. Flagged images are never written; an image whose pixels equal a real train image (or its
+mirror) is dropped even if the audit thresholds were loosened. The real *test* split is never read:
+the real images come from :func:`acneops.data_access.load_split` with role ``synthesize``.
+
+Seeds. Class ``k`` (its position in ``generators``) owns seeds ``seed * 10**7 + k * 10**6 + i``:
+``i < count`` for the first round and ``i = 500_000 + j`` for top-ups, so changing ``seed`` changes
+every image, and changing one class's count changes only that class's files (its first images keep
+their seeds). The exported set is the first ``count`` passing images in that seed order.
+
+Outputs: ``out_dir/<class>/<class>_seed<seed>.png`` (metadata-free) + ``out_dir/manifest.csv``, built
+in a temporary folder and swapped in whole; ``report_path`` (per class requested / exported /
+flagged / rounds / shortfall, generator sha256, audit summary); ``audit_synthesize_<class>.json`` +
+``.png`` (closest synthetic|real pairs) beside it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from acneops.audit import AuditConfig, AuditResult
+from acneops.config import ConfigError, build, require, section, to_dict
+from acneops.errors import AcneopsError, StageError
+
+MANIFEST_FIELDS = ["file", "label", "seed", "psi", "generator", "generator_sha256", "nn_feature_dist",
+                   "nn_pixel_dist", "audit"]
+SEED_STRIDE = 10_000_000  # seeds of one base seed
+CLASS_STRIDE = 1_000_000  # seeds of one class
+TOPUP_OFFSET = 500_000  # top-up seeds start here inside a class's range
+MAX_SEED = (2**32 - 1 - SEED_STRIDE) // SEED_STRIDE  # numpy RandomState seeds must stay below 2**32
+MAX_CLASSES = SEED_STRIDE // CLASS_STRIDE
+OVERSAMPLE_MAX = 4  # a top-up round generates at most this many images per missing one
+EXTRACTORS = ("domain", "tiny", "inception")
+
+
+def _default_generators() -> dict[str, Path]:
+    return {"healthy": Path("models/gan/base/final.pt"), "mild": Path("models/gan/mild/final.pt"),
+            "moderate": Path("models/gan/moderate/final.pt"), "severe": Path("models/gan/severe/final.pt")}
+
+
+def _default_counts() -> dict[str, int]:
+    return {"healthy": 150, "mild": 150, "moderate": 150, "severe": 150}
+
+
+@dataclasses.dataclass(frozen=True)
+class SynthesizeConfig:
+    """Params section ``synthesize`` (+ the top-level ``audit`` section as ``audit``)."""
+
+    # class -> generator checkpoint; the order is the class index of the seed ranges
+    generators: dict[str, Path] = dataclasses.field(default_factory=_default_generators)
+    counts: dict[str, int] = dataclasses.field(default_factory=_default_counts)  # class -> images exported, count
+    out_dir: Path = Path("datasets/synthetic")  # <class>/<class>_seed<seed>.png + manifest.csv
+    report_path: Path = Path("reports/synthesize.json")  # per-class counts; audit reports go beside it
+    restored_dir: Path = Path("datasets/restored")  # real TRAIN split read for the anonymity audit
+    psi: float = 1.0  # truncation psi in (0, 1]; 1 = none (a DCGAN generator needs 1)
+    seed: int = 0  # base seed in [0, MAX_SEED]: class k uses seed*1e7 + k*1e6 + i
+    batch: int = 32  # generation batch, images
+    audit_extractor: str = "domain"  # audit feature space: domain | tiny | inception
+    audit_checkpoint: Path | None = Path("models/classifier/sorter/best.pt")  # domain: classifier; inception: weights
+    max_rounds: int = 3  # extra generation rounds replacing flagged images, count
+    max_shortfall: float = 0.1  # largest missing share of any class's count; above it the stage fails
+    audit: AuditConfig = dataclasses.field(default_factory=AuditConfig)  # near-copy thresholds (section audit)
+
+    def __post_init__(self) -> None:
+        w = "params.yaml [synthesize]"
+        require(0 < len(self.generators) <= MAX_CLASSES,
+                f"{w}.generators must name 1..{MAX_CLASSES} classes, got {len(self.generators)}")
+        for cls in self.counts:
+            require(cls in self.generators, f"{w}.counts has class '{cls}' but {w}.generators has no generator "
+                    f"for it; add `generators: {{{cls}: <checkpoint .pt>}}` or remove '{cls}' from counts")
+        for cls in self.generators:
+            require(cls in self.counts, f"{w}.generators has class '{cls}' but {w}.counts has no count for it; "
+                    f"add `counts: {{{cls}: <images>}}` or remove '{cls}' from generators")
+            require(cls.replace("_", "").replace("-", "").isalnum(),
+                    f"{w}: class name '{cls}' must be letters, digits, '_' or '-' (it names a folder)")
+        cap = TOPUP_OFFSET // (OVERSAMPLE_MAX * max(1, self.max_rounds))
+        for cls, n in self.counts.items():
+            require(1 <= n <= cap, f"{w}.counts.{cls} must be in [1, {cap}] (seed range per class), got {n}")
+        require(0 <= self.seed <= MAX_SEED, f"{w}.seed must be in [0, {MAX_SEED}], got {self.seed}")
+        require(0 < self.psi <= 1, f"{w}.psi must be in (0, 1] (1 = no truncation), got {self.psi}")
+        require(self.batch >= 1, f"{w}.batch must be >= 1, got {self.batch}")
+        require(self.max_rounds >= 0, f"{w}.max_rounds must be >= 0, got {self.max_rounds}")
+        require(0 <= self.max_shortfall <= 1, f"{w}.max_shortfall must be in [0, 1], got {self.max_shortfall}")
+        require(self.audit_extractor in EXTRACTORS,
+                f"{w}.audit_extractor must be one of {list(EXTRACTORS)}, got {self.audit_extractor!r}")
+        require(self.audit_extractor == "tiny" or self.audit_checkpoint is not None,
+                f"{w}.audit_checkpoint is required for audit_extractor '{self.audit_extractor}' "
+                "(domain: a classifier checkpoint; inception: the FID weights file)")
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.generators)
+
+
+def config_from_params(params: dict[str, Any], name: str | None = None) -> SynthesizeConfig:
+    """The stage config from the ``synthesize`` section, with the ``audit`` section as its audit thresholds."""
+    from acneops import audit
+
+    values = section(params, "synthesize")
+    if "audit" in values:
+        raise ConfigError("params.yaml [synthesize]: 'audit' is not a key here; the near-copy thresholds live "
+                          "in the top-level 'audit' section (shared with evaluate)")
+    cfg = build(SynthesizeConfig, values, "synthesize")
+    return dataclasses.replace(cfg, audit=audit.config_from_params(params))
+
+
+# ----------------------------------------------------------------------------- seeds and names
+
+
+def class_seeds(seed: int, class_index: int, start: int, n: int, topup: bool = False) -> list[int]:
+    """``n`` consecutive seeds of one class, from offset ``start`` of its first-round or top-up range."""
+    base = seed * SEED_STRIDE + class_index * CLASS_STRIDE + (TOPUP_OFFSET if topup else 0)
+    return list(range(base + start, base + start + n))
+
+
+def image_file(cls: str, seed: int) -> str:
+    """Path of one synthetic image relative to out_dir."""
+    return f"{cls}/{cls}_seed{seed}.png"
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratorInfo:
+    path: Path  # checkpoint
+    sha256: str  # of the checkpoint file
+    family: str  # stylegan2 | dcgan
+    resolution: int  # px
+
+
+def check_generators(cfg: SynthesizeConfig) -> dict[str, GeneratorInfo]:
+    """Load every generator before any work: a missing or unreadable checkpoint names its class and file."""
+    from acneops.generate import load_generator
+    from acneops.io import sha256_file
+
+    infos = {}
+    for cls, path in cfg.generators.items():
+        try:
+            G, family = load_generator(path)
+        except AcneopsError as exc:
+            raise StageError(f"params.yaml [synthesize.generators.{cls}]: {exc}") from exc
+        if family == "dcgan" and cfg.psi != 1.0:
+            raise ConfigError(f"params.yaml [synthesize.psi]={cfg.psi}: class '{cls}' uses a DCGAN generator "
+                              f"({path}), which has no truncation; set synthesize.psi to 1.0")
+        infos[cls] = GeneratorInfo(Path(path), sha256_file(path), family, int(G.img_resolution))
+    return infos
+
+
+@dataclasses.dataclass(frozen=True)
+class RealTrain:
+    images: np.ndarray  # (N, H, W, 3) uint8, every class of the real train split
+    names: tuple[str, ...]  # file paths relative to restored_dir
+    exact: frozenset[bytes]  # content digests of each image and its mirror (the exact-copy guard)
+
+
+def _digest(image: np.ndarray) -> bytes:
+    return hashlib.sha256(repr(image.shape).encode() + np.ascontiguousarray(image).tobytes()).digest()
+
+
+def load_real_train(restored_dir: Path) -> RealTrain:
+    """All real train images (role ``synthesize``: the test split is refused by the data access layer)."""
+    from acneops.audit_copies import load_rgb
+    from acneops.data_access import load_split
+
+    try:
+        samples = load_split(restored_dir, "train", role="synthesize")
+    except FileNotFoundError as exc:
+        raise StageError(str(exc)) from exc
+    manifest = Path(restored_dir) / "train" / "manifest.csv"
+    if len(samples) < 2:
+        raise StageError(f"{manifest}: the anonymity audit needs at least 2 real train images, found "
+                         f"{len(samples)}; run ingest/restore on a larger dataset")
+    images = [load_rgb(s.path) for s in samples]
+    for s, im in zip(samples, images):
+        if im.shape != images[0].shape:
+            raise StageError(f"{s.path}: {im.shape[1]}x{im.shape[0]} px but {samples[0].path} is "
+                             f"{images[0].shape[1]}x{images[0].shape[0]}; restored images share one size, "
+                             "re-run `dvc repro restore`")
+    names = tuple(str(Path(s.path).relative_to(restored_dir)) for s in samples)
+    exact = frozenset(_digest(im) for img in images for im in (img, img[:, ::-1]))
+    return RealTrain(np.stack(images), names, exact)
+
+
+class CachedExtractor:
+    """A feature extractor whose features are memoised per image content.
+
+    The audit of every class and every top-up round embeds the same real train images (and their
+    mirrors) and all earlier candidates again; the cache embeds each distinct image once.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.name = inner.name  # the audit reports the feature space by this name
+        self.identity = getattr(inner, "identity", inner.name)
+        self._cache: dict[bytes, np.ndarray] = {}
+
+    def extract(self, images: Any, progress: bool = False, **kwargs: Any) -> np.ndarray:
+        from acneops.audit_copies import load_rgb
+
+        arrays = [load_rgb(Path(im)) if isinstance(im, (str, Path)) else np.asarray(im) for im in images]
+        keys = [_digest(im) for im in arrays]
+        missing = {k: im for k, im in zip(keys, arrays) if k not in self._cache}
+        if missing:
+            feats = np.asarray(self.inner.extract(list(missing.values()), progress=progress, **kwargs))
+            self._cache.update(zip(missing.keys(), feats))
+        return np.stack([self._cache[k] for k in keys])
+
+
+def make_extractor(cfg: SynthesizeConfig) -> CachedExtractor:
+    from acneops.metrics.features import get_extractor
+
+    if cfg.audit_extractor == "domain":
+        inner = get_extractor("domain", checkpoint=cfg.audit_checkpoint)
+    elif cfg.audit_extractor == "inception":
+        inner = get_extractor("inception", weights_path=cfg.audit_checkpoint)
+    else:
+        inner = get_extractor("tiny", seed=0)
+    return CachedExtractor(inner)
+
+
+# ----------------------------------------------------------------------------- one class
+
+
+@dataclasses.dataclass
+class ClassOutcome:
+    """Everything generated and audited for one class; ``export`` indexes the images written."""
+
+    cls: str
+    requested: int
+    seeds: list[int]  # every candidate seed, generation order
+    images: np.ndarray  # (S, H, W, 3) uint8 candidates
+    flags: np.ndarray  # (S,) bool: near copy (audit) or exact copy
+    exact: np.ndarray  # (S,) bool: pixels equal a real train image or its mirror
+    rounds: int  # extra rounds used after the first
+    audit: AuditResult  # audit of all candidates
+    export: np.ndarray  # indices of the exported candidates (the first `requested` unflagged)
+
+    @property
+    def shortfall(self) -> int:
+        return self.requested - len(self.export)
+
+
+def generate_images(path: Path, seeds: list[int], psi: float, batch: int, desc: str) -> np.ndarray:
+    """uint8 (N, H, W, 3), one image per seed, with a progress bar over batches."""
+    from tqdm import tqdm
+
+    from acneops import generate as gen
+
+    parts = [gen.generate(path, seeds[i:i + batch], psi=psi, batch=batch)
+             for i in tqdm(range(0, len(seeds), batch), desc=desc, unit="batch", leave=False, disable=None)]
+    return np.concatenate(parts)
+
+
+def _audit(cfg: SynthesizeConfig, cls: str, seeds: list[int], images: np.ndarray, real: RealTrain,
+           extractor: CachedExtractor) -> tuple[AuditResult, np.ndarray]:
+    from acneops.audit import run_audit
+
+    result = run_audit(images, real.images, cfg.audit, extractor, name=f"synthesize_{cls}",
+                       synthetic_names=[image_file(cls, s) for s in seeds], real_names=real.names)
+    exact = np.array([_digest(im) in real.exact for im in images], dtype=bool)
+    return result, exact
+
+
+def synthesize_class(cfg: SynthesizeConfig, cls: str, info: GeneratorInfo, real: RealTrain,
+                     extractor: CachedExtractor) -> ClassOutcome:
+    """Generate, audit, top up: round 0 uses seeds 0..count-1 of the class, later rounds its top-up range."""
+    k, count = cfg.classes.index(cls), cfg.counts[cls]
+    seeds = class_seeds(cfg.seed, k, 0, count)
+    new, parts, used_topup, rnd = seeds, [], 0, 0
+    while True:
+        parts.append(generate_images(info.path, new, cfg.psi, cfg.batch, f"synthesize {cls} round {rnd}"))
+        images = np.concatenate(parts)
+        result, exact = _audit(cfg, cls, seeds, images, real, extractor)
+        flags = result.copy.flags | exact
+        passed = np.flatnonzero(~flags)
+        need = count - len(passed)
+        if need <= 0 or rnd == cfg.max_rounds:
+            break
+        pass_rate = max(len(passed) / len(seeds), 1.0 / OVERSAMPLE_MAX)
+        n_new = min(math.ceil(need / pass_rate), OVERSAMPLE_MAX * need)
+        new = class_seeds(cfg.seed, k, used_topup, n_new, topup=True)
+        used_topup, rnd = used_topup + n_new, rnd + 1
+        seeds = seeds + new
+    return ClassOutcome(cls=cls, requested=count, seeds=seeds, images=images, flags=flags, exact=exact,
+                        rounds=rnd, audit=result, export=passed[:count])
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+class ShortfallWarning(UserWarning):
+    """A class got fewer images than requested because too many were flagged as near copies."""
+
+
+def write_dataset(cfg: SynthesizeConfig, outcomes: dict[str, ClassOutcome], infos: dict[str, GeneratorInfo]) -> int:
+    """Write the passing images and manifest.csv into a fresh folder that replaces ``out_dir`` whole."""
+    from PIL import Image
+
+    from acneops.io import atomic_dir, save_png, write_csv
+
+    rows = []
+    with atomic_dir(cfg.out_dir) as tmp:
+        for cls, o in outcomes.items():
+            (tmp / cls).mkdir()
+            c = o.audit.copy
+            for i in o.export:
+                file = image_file(cls, o.seeds[i])
+                save_png(tmp / file, Image.fromarray(o.images[i], "RGB"))
+                rows.append({"file": file, "label": cls, "seed": o.seeds[i], "psi": cfg.psi,
+                             "generator": str(infos[cls].path), "generator_sha256": infos[cls].sha256,
+                             "nn_feature_dist": f"{float(c.feat_nn_dist[i]):.6g}",
+                             "nn_pixel_dist": f"{float(c.pix_nn_dist[i]):.6g}", "audit": "pass"})
+        write_csv(tmp / "manifest.csv", rows, MANIFEST_FIELDS)
+    return len(rows)
+
+
+def class_report(o: ClassOutcome, info: GeneratorInfo, audit_json: Path) -> dict[str, Any]:
+    """One class's entry in reports/synthesize.json."""
+    generated, flagged = len(o.seeds), int(o.flags.sum())
+    audit = o.audit.to_dict()
+    return {
+        "requested": o.requested, "exported": len(o.export), "shortfall": o.shortfall,
+        "generated": generated, "flagged": flagged, "flag_rate": flagged / generated,
+        "flagged_exact_pixels": int(o.exact.sum()), "rounds": o.rounds,
+        "seeds": {"first_round": [o.seeds[0], o.seeds[o.requested - 1]], "topup_generated": generated - o.requested},
+        "generator": str(info.path), "generator_sha256": info.sha256, "family": info.family,
+        "resolution": info.resolution,
+        "audit": {"summary": o.audit.summary(), "report": str(audit_json), "rates": audit["rates"],
+                  "reference": audit["reference"], "feature_space": audit["feature_space"]},
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class SynthesizeResult:
+    classes: dict[str, dict[str, Any]]  # per-class entries of the report
+    out_dir: Path
+    report_path: Path
+
+    @property
+    def shortfall(self) -> dict[str, int]:
+        """Missing images per class (only classes that fell short)."""
+        return {c: r["shortfall"] for c, r in self.classes.items() if r["shortfall"] > 0}
+
+    def metrics(self) -> dict[str, float]:
+        """Numbers for the tracking wrapper: per-class counts and flag rates, and totals."""
+        out: dict[str, float] = {}
+        for cls, r in self.classes.items():
+            for key in ("requested", "exported", "generated", "flagged", "flag_rate", "shortfall", "rounds"):
+                out[f"{cls}/{key}"] = float(r[key])
+        for key in ("requested", "exported", "generated", "flagged", "shortfall"):
+            out[f"total/{key}"] = float(sum(r[key] for r in self.classes.values()))
+        out["total/flag_rate"] = out["total/flagged"] / max(out["total/generated"], 1.0)
+        return out
+
+    def summary(self) -> str:
+        parts = ", ".join(f"{c}={r['exported']}/{r['requested']} ({r['flagged']} flagged)"
+                          for c, r in self.classes.items())
+        short = f"; SHORTFALL {self.shortfall}" if self.shortfall else ""
+        return f"synthesize: exported {parts}{short} -> {self.out_dir} (report {self.report_path})"
+
+
+def _shortfall_message(short: dict[str, int], cfg: SynthesizeConfig) -> str:
+    return (f"synthesize: too few images passed the anonymity audit after {cfg.max_rounds} top-up rounds, "
+            f"missing {short} of {dict(cfg.counts)}; the generators emit near copies of real train images "
+            f"(see {cfg.report_path.parent}/audit_synthesize_<class>.json). Train them longer or with more "
+            "augmentation, or raise synthesize.max_rounds")
+
+
+def run(cfg: SynthesizeConfig) -> SynthesizeResult:
+    """Generate, audit against all real train images, drop copies, top up, write dataset + reports."""
+    from acneops.audit import write_audit_report
+    from acneops.io import sha256_file, write_json
+
+    start = time.perf_counter()
+    infos = check_generators(cfg)
+    extractor = make_extractor(cfg)
+    real = load_real_train(cfg.restored_dir)
+    outcomes = {cls: synthesize_class(cfg, cls, infos[cls], real, extractor) for cls in cfg.classes}
+    classes = {}
+    for cls, o in outcomes.items():
+        audit_json = cfg.report_path.parent / f"audit_synthesize_{cls}.json"
+        write_audit_report(o.audit, audit_json, audit_json.with_suffix(".png"))
+        classes[cls] = class_report(o, infos[cls], audit_json)
+    short = {c: r["shortfall"] for c, r in classes.items() if r["shortfall"] > 0}
+    failed = {c: n for c, n in short.items() if n > cfg.max_shortfall * classes[c]["requested"]}
+    report = {"status": "ok", "classes": classes, "config": to_dict(cfg), "shortfall": short,
+              "real_train": {"images": len(real.names), "audited_against": "every class of the real train split"},
+              "audit_feature_space": extractor.identity}
+    if failed:
+        write_json(cfg.report_path, {**report, "status": "failed: shortfall above max_shortfall",
+                                     "seconds": round(time.perf_counter() - start, 2)})
+        raise StageError(_shortfall_message(failed, cfg) + f"; the previous {cfg.out_dir} was left unchanged")
+    n_rows = write_dataset(cfg, outcomes, infos)
+    if short:
+        warnings.warn(_shortfall_message(short, cfg) + f"; exported anyway (within max_shortfall="
+                      f"{cfg.max_shortfall})", ShortfallWarning, stacklevel=2)
+    report.update(exported=n_rows, manifest_sha256=sha256_file(cfg.out_dir / "manifest.csv"),
+                  seconds=round(time.perf_counter() - start, 2))
+    write_json(cfg.report_path, report)
+    return SynthesizeResult(classes=classes, out_dir=cfg.out_dir, report_path=cfg.report_path)
