@@ -184,19 +184,22 @@ def inception_extractor(weights_path: str | Path | None = None, expected_sha256:
 
 
 def domain_extractor(checkpoint: str | Path | None = None, device: str = "cpu") -> FeatureExtractor:
-    """Penultimate (pre-logits) features of an acneops timm classifier checkpoint."""
+    """Penultimate (pre-logits) features of an acneops timm classifier checkpoint.
+
+    Input: resize to ``model_args['img_size']`` (bilinear, antialiased) and normalise with the
+    checkpoint's mean/std (ImageNet's if absent) — the classifier's eval transform, except that it
+    resizes in float where torchvision's PIL path rounds to uint8 first (sub-1/255 differences).
+    """
     import torch
 
+    from acneops.classifiers import load_classifier  # the classifier stage's own loader, not a copy
     from acneops.io import sha256_file
 
     if checkpoint is None:
         raise AcneopsError("domain feature extractor: no classifier checkpoint given; set params.yaml "
                            "[metrics.domain_checkpoint] to a checkpoint written by train_classifier")
     path = Path(checkpoint)
-    if not path.is_file():
-        raise AcneopsError(f"{path}: classifier checkpoint not found; run the train_classifier stage "
-                           "or set params.yaml [metrics.domain_checkpoint]")
-    model, args = _load_timm_classifier(path)
+    model, args = load_classifier(path)  # clear AcneopsError for a missing, foreign or mismatched file
     model = model.eval().to(device)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
@@ -211,31 +214,6 @@ def domain_extractor(checkpoint: str | Path | None = None, device: str = "cpu") 
         metric_prefix="fd_domain", kernel_prefix="kd_domain",
         identity=f"domain:{args['arch']}:sha256={sha256_file(path)}", device=device,
     )
-
-
-def _load_timm_classifier(path: Path) -> tuple[Any, dict[str, Any]]:
-    """(timm model with the checkpoint's weights, model_args) from ``{'model', 'model_args'}``."""
-    import pickle
-
-    import timm
-    import torch
-
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # acneops' own checkpoints may hold plain config objects
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise AcneopsError(f"{path}: cannot read the classifier checkpoint ({exc})") from exc
-    args = ckpt.get("model_args") if isinstance(ckpt, dict) else None
-    if not isinstance(args, dict) or "arch" not in args or "num_classes" not in args or "model" not in ckpt:
-        raise AcneopsError(f"{path}: not an acneops classifier checkpoint; expected a dict with 'model' and "
-                           "'model_args' {'arch', 'num_classes', 'img_size', ...}")
-    try:
-        model = timm.create_model(args["arch"], pretrained=False, num_classes=int(args["num_classes"]))
-        model.load_state_dict(ckpt["model"])
-    except (RuntimeError, ValueError, KeyError) as exc:
-        raise AcneopsError(f"{path}: weights do not fit timm '{args['arch']}' ({exc})") from exc
-    return model, args
 
 
 EXTRACTORS: dict[str, Callable[..., FeatureExtractor]] = {

@@ -113,7 +113,7 @@ def test_domain_bad_checkpoints(tmp_path):
     with pytest.raises(AcneopsError, match="model_args"):
         get_extractor("domain", checkpoint=tmp_path / "other.pt")
     torch.save({"model": {}, "model_args": {"arch": "resnet18", "num_classes": 3}}, tmp_path / "empty.pt")
-    with pytest.raises(AcneopsError, match="do not fit"):
+    with pytest.raises(AcneopsError, match="weights do not"):
         get_extractor("domain", checkpoint=tmp_path / "empty.pt")
 
 
