@@ -1,0 +1,345 @@
+"""`evaluate` stage: every number of the report, measured against the frozen real test split.
+
+This is the only stage that reads the real test split (data role ``evaluate``). It measures
+
+1. every classifier (scenarios ``synthetic`` = train-synthetic-test-real, ``real``, ``augmented``)
+   on the real test split with one function (:func:`evaluate_classifier`): accuracy, macro and
+   per-class precision / recall / F1, sensitivity / specificity of the positive class for binary
+   tasks, confusion matrix (JSON + PNG + DVC confusion-plot rows);
+2. the severity sorter on the real test split (its acne classes);
+3. every generator against the real train images of its class (:mod:`acneops.evaluate_gen`):
+   Fréchet distance named by the feature space (``fd_domain``, ``fid`` only with the Inception
+   weights), KID, precision / recall / density / coverage, and class fidelity (the share of its
+   images the sorter assigns to its own class);
+4. the anonymity audit of the exported synthetic set per class, with the test split for C_T and
+   membership inference (``reports/audit_evaluate_<class>.json`` + PNG);
+
+and writes ``reports/metrics.json`` (DVC metrics: numbers only, nothing wall-clock),
+``reports/evaluation.json`` (the same plus labels, checkpoints, provenance) and ``reports/report.md``
+(:mod:`acneops.report`), the page a person reads first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from acneops.audit import AuditConfig
+from acneops.config import ConfigError, build, require, section, to_dict
+from acneops.errors import StageError
+from acneops.io import sha256_file, write_json, write_text
+from acneops.metrics import DEFAULT_CACHE_DIR, EXTRACTOR_NAMES
+
+SECTION = "evaluate"
+ROLE = "evaluate"  # data-access role: the only one allowed to read the real test split
+DETAILS_FILE = "evaluation.json"  # everything behind metrics.json, under reports_dir
+REPORT_FILE = "report.md"
+DEFAULT_CLASSIFIERS = {s: Path(f"models/classifier/{s}/best.pt") for s in ("synthetic", "real", "augmented")}
+DEFAULT_GENERATORS = {"healthy": Path("models/gan/base/final.pt"),
+                      **{c: Path(f"models/gan/{c}/final.pt") for c in ("mild", "moderate", "severe", "all")}}
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    """params.yaml section ``evaluate`` (plus the shared ``audit`` section)."""
+
+    restored_dir: Path = Path("datasets/restored")  # restored real splits (<split>/manifest.csv)
+    classifiers: dict[str, Path] = dataclasses.field(default_factory=lambda: dict(DEFAULT_CLASSIFIERS))  # scenario -> checkpoint
+    sorter: str = "models/classifier/sorter/best.pt"  # severity sorter checkpoint; "" = none (e.g. the mask task)
+    generators: dict[str, Path] = dataclasses.field(default_factory=lambda: dict(DEFAULT_GENERATORS))  # name -> GAN checkpoint
+    generator_labels: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)  # name -> real classes; default: [name], 'all' = sorter's classes
+    gan_logs: dict[str, Path] = dataclasses.field(default_factory=dict)  # name -> stats.jsonl; default <checkpoint dir>/stats.jsonl
+    synthetic_dir: str = "datasets/synthetic"  # exported synthetic set (manifest.csv): audit + grids; "" = none
+    extractor: str = "domain"  # feature space of FD/KID/PRDC and the audit: domain | tiny | inception
+    extractor_checkpoint: str = ""  # domain: classifier checkpoint of the feature space; "" = classifiers.real
+    inception_weights: str = ""  # inception: local pt_inception-2015-12-05-6726825d.pth
+    inception_sha256: str = ""  # inception: expected SHA-256 of that file; "" = not checked
+    feature_batch: int = 32  # images per feature-extractor forward pass
+    cache_dir: Path = DEFAULT_CACHE_DIR  # feature statistics cache of the real image sets
+    n_fake: int = 300  # images generated per generator for FD/KID/PRDC and class fidelity, count
+    psi: float = 1.0  # truncation psi of stylegan2 generators (dcgan has none: always 1)
+    seed: int = 0  # first generation seed (seeds seed..seed+n_fake-1); also KID subsets and the tiny net
+    kid_subsets: int = 100  # KID: random subsets, count
+    kid_subset_size: int = 1000  # KID: samples per subset (capped at the smaller set), count
+    nearest_k: int = 3  # precision/recall/density/coverage: k of the k-NN balls
+    fidelity_judge: str = "sorter"  # who assigns generated images to classes: sorter | a classifiers key | "" = none
+    positive: str = ""  # positive class of binary tasks (e.g. mask); "" = the second label
+    batch: int = 32  # generation and classification batch, images
+    grid_images: int = 16  # synthetic images per class in reports/grids/<class>.png, count
+    grid_ncol: int = 8  # images per grid row, count
+    data_dvc: Path = Path("data.dvc")  # DVC file of the raw data (its md5 goes into the report)
+    reports_dir: Path = Path("reports")  # confusion_*, audit_evaluate_*, grids/, gan_curves/, plots/, report.md
+    metrics_path: Path = Path("reports/metrics.json")  # DVC metrics file
+    audit: AuditConfig = dataclasses.field(default_factory=AuditConfig)  # top-level params section `audit`
+
+    def __post_init__(self) -> None:
+        where = f"params.yaml [{SECTION}]"
+        require(self.extractor in EXTRACTOR_NAMES, f"{where}.extractor: '{self.extractor}' is not one of {list(EXTRACTOR_NAMES)}")
+        require(self.extractor != "inception" or bool(self.inception_weights),
+                f"{where}.inception_weights: required when extractor is 'inception' (pt_inception-2015-12-05-6726825d.pth)")
+        require(self.extractor != "domain" or bool(self.extractor_checkpoint) or "real" in self.classifiers,
+                f"{where}.extractor_checkpoint: the domain extractor needs a classifier checkpoint; set it or add "
+                "classifiers.real (the default feature space: the classifier trained on real images)")
+        require(self.n_fake > self.nearest_k, f"{where}.n_fake: must be > nearest_k ({self.nearest_k}), got {self.n_fake}")
+        require(self.nearest_k >= 1 and self.kid_subsets >= 1 and self.kid_subset_size >= 2,
+                f"{where}: nearest_k and kid_subsets must be >= 1, kid_subset_size >= 2")
+        require(self.psi >= 0, f"{where}.psi: must be >= 0, got {self.psi}")
+        require(min(self.batch, self.feature_batch, self.grid_images, self.grid_ncol) >= 1,
+                f"{where}: batch, feature_batch, grid_images and grid_ncol must be >= 1")
+        require(self.fidelity_judge in ("", "sorter", *self.classifiers),
+                f"{where}.fidelity_judge: '{self.fidelity_judge}' must be 'sorter', '' or one of {sorted(self.classifiers)}")
+        require(self.fidelity_judge != "sorter" or bool(self.sorter),
+                f"{where}.fidelity_judge: 'sorter' needs evaluate.sorter; set fidelity_judge to a classifier or ''")
+        unknown = sorted(set(self.gan_logs) - set(self.generators))
+        require(not unknown, f"{where}.gan_logs: {unknown} are not generators {sorted(self.generators)}")
+        unknown = sorted(set(self.generator_labels) - set(self.generators))
+        require(not unknown, f"{where}.generator_labels: {unknown} are not generators {sorted(self.generators)}")
+        require(isinstance(self.audit, AuditConfig), f"{where}: audit must be an AuditConfig (params section audit)")
+
+
+def config_from_params(params: dict[str, Any], name: str | None = None) -> EvaluateConfig:
+    """The evaluate config from sections ``evaluate`` and ``audit`` (the audit thresholds synthesize uses too)."""
+    from acneops.audit import config_from_params as audit_config
+
+    if name:
+        raise ConfigError(f"evaluate has no named runs; drop --name {name}")
+    values = dict(section(params, SECTION))
+    if "audit" in values:
+        raise ConfigError(f"params.yaml [{SECTION}.audit]: audit thresholds live in the top-level `audit` section")
+    cfg = build(EvaluateConfig, values, SECTION)
+    return dataclasses.replace(cfg, audit=audit_config(params))
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateResult:
+    """What evaluate measured and where it wrote it."""
+
+    nested: dict[str, Any]  # the content of metrics.json (numbers only)
+    details: dict[str, Any]  # the content of evaluation.json (labels, checkpoints, provenance too)
+    metrics_path: Path  # DVC metrics file
+    report_path: Path  # reports/report.md
+
+    def metrics(self) -> dict[str, float]:
+        """metrics.json flattened to ``{'classifiers.real.accuracy': 0.9, ...}`` (MLflow metric names)."""
+        return flatten_numbers(self.nested)
+
+    def summary(self) -> str:
+        parts = [f"{s} acc {c['accuracy']:.3f}" for s, c in self.nested.get("classifiers", {}).items()]
+        if "sorter" in self.nested:
+            parts.append(f"sorter acc {self.nested['sorter']['accuracy']:.3f}")
+        fd = self.details.get("feature", {}).get("metric_prefix", "fd")
+        parts += [f"{g} {fd} {m[fd]:.3g}" for g, m in self.nested.get("generators", {}).items() if fd in m]
+        parts += [f"{c} flagged {a['flagged']}/{a['n_synthetic']}" for c, a in self.nested.get("anonymity", {}).items()]
+        return f"evaluate: {'; '.join(parts)} -> {self.report_path}, {self.metrics_path}"
+
+
+def flatten_numbers(tree: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Nested dict -> ``{'a.b.c': float}`` keeping numbers only (bools and strings are dropped)."""
+    flat: dict[str, float] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten_numbers(value, f"{name}."))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[name] = float(value)
+    return flat
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def _need_file(path: Path | str, key: str, fix: str) -> None:
+    if not Path(path).is_file():
+        raise StageError(f"params.yaml [{SECTION}.{key}]: {path} not found; {fix}")
+
+
+def check_inputs(cfg: EvaluateConfig) -> None:
+    """Every checkpoint and folder the stage needs, checked before any work (the error names the key)."""
+    for scenario, path in cfg.classifiers.items():
+        _need_file(path, f"classifiers.{scenario}", f"run `dvc repro train_classifier@{scenario}` or remove the entry")
+    if cfg.sorter:
+        _need_file(cfg.sorter, "sorter", "run `dvc repro train_classifier@sorter` or set evaluate.sorter to ''")
+    for name, path in cfg.generators.items():
+        _need_file(path, f"generators.{name}", f"run `dvc repro train_gan@{name}` or remove the entry")
+    for name, path in cfg.gan_logs.items():
+        _need_file(path, f"gan_logs.{name}", "point it at the generator's stats.jsonl or remove the entry")
+    if cfg.extractor == "domain" and cfg.extractor_checkpoint:
+        _need_file(cfg.extractor_checkpoint, "extractor_checkpoint", "train that classifier or fix the path")
+    if cfg.synthetic_dir:
+        _need_file(Path(cfg.synthetic_dir) / "manifest.csv", "synthetic_dir",
+                   "run `dvc repro synthesize` or set evaluate.synthetic_dir to ''")
+    _need_file(Path(cfg.restored_dir) / "test" / "manifest.csv", "restored_dir", "run `dvc repro restore` first")
+
+
+def build_extractor(cfg: EvaluateConfig) -> Any:
+    """The feature extractor of ``cfg.extractor`` (domain: the real-scenario classifier by default)."""
+    from acneops.metrics import MetricsConfig
+    from acneops.metrics.features import extractor_from_config
+
+    domain = Path(cfg.extractor_checkpoint or cfg.classifiers.get("real", "")) if cfg.extractor == "domain" else None
+    mcfg = MetricsConfig(extractor=cfg.extractor, inception_weights=Path(cfg.inception_weights) if cfg.inception_weights else None,
+                         inception_sha256=cfg.inception_sha256, domain_checkpoint=domain, tiny_seed=cfg.seed,
+                         batch_size=cfg.feature_batch, cache_dir=cfg.cache_dir, kid_subsets=cfg.kid_subsets,
+                         kid_subset_size=cfg.kid_subset_size, nearest_k=cfg.nearest_k, seed=cfg.seed)
+    return extractor_from_config(mcfg), domain
+
+
+# ----------------------------------------------------------------------------- classifiers
+
+
+def trained_on(config: dict[str, Any] | None) -> str:
+    """What a classifier was trained on, read from the config stored in its checkpoint."""
+    if not isinstance(config, dict) or "real_train" not in config:
+        return "unknown (no training config in the checkpoint)"
+    real, synthetic = bool(config.get("real_train")), bool(config.get("synthetic_dir"))
+    if real and synthetic:
+        return "real + synthetic"
+    return "synthetic only (TSTR)" if synthetic else "real only"
+
+
+def chance_levels(y_true: list[str], labels: list[str]) -> dict[str, Any]:
+    """Accuracy of uniform guessing (1/K) and of always answering the test split's majority class."""
+    counts = {label: y_true.count(label) for label in labels}
+    majority = max(labels, key=lambda label: (counts[label], -labels.index(label)))
+    return {"uniform": 1.0 / len(labels), "majority": counts[majority] / len(y_true), "majority_class": majority}
+
+
+def evaluate_classifier(name: str, checkpoint: Path, cfg: EvaluateConfig) -> dict[str, Any]:
+    """One classifier on the real test split (its classes): report, chance, confusion JSON/PNG/plot rows."""
+    from acneops.classifiers import load_classifier, predict, read_checkpoint
+    from acneops.cls_data import real_items
+    from acneops.metrics.classification import classification_report, confusion_plot_rows, save_confusion_matrix
+
+    model, args = load_classifier(checkpoint)
+    labels = [str(x) for x in args.get("labels") or []]
+    if len(labels) != int(args["num_classes"]):
+        raise StageError(f"{checkpoint}: model_args has no class names (labels) for its {args['num_classes']} "
+                         "outputs; retrain it with `dvc repro train_classifier`")
+    positive = cfg.positive or None
+    if positive is not None and positive not in labels:
+        raise StageError(f"params.yaml [{SECTION}.positive]: '{positive}' is not a class of {name} ({checkpoint}: {labels})")
+    items = real_items(Path(cfg.restored_dir), "test", ROLE, labels)
+    probs = predict(model, args, [it.path for it in items], batch=cfg.batch)  # (N, C)
+    y_true = [it.label for it in items]
+    y_pred = [labels[i] for i in probs.argmax(axis=1)]
+    report = classification_report(y_true, y_pred, labels, positive=positive)
+    out = Path(cfg.reports_dir)
+    save_confusion_matrix(report, out / f"confusion_{name}.json", out / f"confusion_{name}.png")
+    write_json(out / "plots" / f"confusion_{name}.json", confusion_plot_rows(report))
+    return {
+        "checkpoint": str(checkpoint),
+        "sha256": sha256_file(checkpoint),
+        "arch": args.get("arch"),
+        "trained_on": trained_on(read_checkpoint(checkpoint).get("config")),
+        "report": report,
+        "chance": chance_levels(y_true, labels),
+        "confusion_png": f"confusion_{name}.png",
+    }
+
+
+def load_judge(cfg: EvaluateConfig) -> tuple[Any, dict[str, Any], str] | None:
+    """(model, model_args, name) of the classifier that assigns generated images to classes, or None."""
+    from acneops.classifiers import load_classifier
+
+    if not cfg.fidelity_judge:
+        return None
+    path = Path(cfg.sorter) if cfg.fidelity_judge == "sorter" else cfg.classifiers[cfg.fidelity_judge]
+    model, args = load_classifier(path)
+    return model, args, cfg.fidelity_judge
+
+
+# ----------------------------------------------------------------------------- provenance and metrics
+
+
+def provenance(cfg: EvaluateConfig) -> dict[str, Any]:
+    """Git commit, data.dvc md5 and the resolved config: what the numbers were computed from."""
+    import yaml
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=30,
+                                check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown (not a git checkout)"
+    data_md5 = f"unknown ({cfg.data_dvc} not found)"
+    if Path(cfg.data_dvc).is_file():
+        outs = (yaml.safe_load(Path(cfg.data_dvc).read_text()) or {}).get("outs") or [{}]
+        data_md5 = str(outs[0].get("md5", f"unknown (no md5 in {cfg.data_dvc})"))
+    return {"git_commit": commit, "data_dvc_md5": data_md5, "config": to_dict(cfg)}
+
+
+def _sig(x: float) -> float:
+    """Six significant digits: readable DVC diffs, and bit-level float noise never shows."""
+    return float(f"{x:.6g}")
+
+
+def _classifier_numbers(entry: dict[str, Any]) -> dict[str, Any]:
+    r = entry["report"]
+    out: dict[str, Any] = {"accuracy": _sig(r["accuracy"]), "macro_precision": _sig(r["macro"]["precision"]),
+                           "macro_recall": _sig(r["macro"]["recall"]), "macro_f1": _sig(r["macro"]["f1"]),
+                           "n_test": r["n"], "chance_uniform": _sig(entry["chance"]["uniform"]),
+                           "chance_majority": _sig(entry["chance"]["majority"])}
+    if len(r["labels"]) == 2 and "sensitivity" in r:
+        out["sensitivity"], out["specificity"] = _sig(r["sensitivity"]), _sig(r["specificity"])
+    out["per_class"] = {c: {k: (v if k == "support" else _sig(v)) for k, v in m.items()} for c, m in r["per_class"].items()}
+    return out
+
+
+def metrics_from(details: dict[str, Any]) -> dict[str, Any]:
+    """The numbers of ``details`` as the nested metrics.json (deterministic: no timings, no paths)."""
+    nested: dict[str, Any] = {"classifiers": {s: _classifier_numbers(e) for s, e in details["classifiers"].items()}}
+    if details.get("sorter"):
+        nested["sorter"] = _classifier_numbers(details["sorter"])
+    gens, fidelity = {}, {}
+    for name, g in details.get("generators", {}).items():
+        nums = {k: (_sig(v) if isinstance(v, float) else v) for k, v in g["distribution"].items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        fid = g.get("fidelity")
+        if fid:
+            fidelity[name] = {c: _sig(s) for c, s in fid["shares"].items()}
+            if fid.get("own") is not None:
+                nums["class_fidelity"] = _sig(fid["own"])
+        gens[name] = nums
+    if gens:
+        nested["generators"] = gens
+    if fidelity:
+        nested["class_fidelity"] = fidelity
+    anonymity = {c: {k: (_sig(v) if isinstance(v, float) else v) for k, v in a["headline"].items() if v is not None}
+                 for c, a in details.get("anonymity", {}).items()}
+    if anonymity:
+        nested["anonymity"] = anonymity
+    return nested
+
+
+# ----------------------------------------------------------------------------- stage
+
+
+def run(cfg: EvaluateConfig) -> EvaluateResult:
+    """Measure classifiers, sorter, generators and anonymity; write metrics.json, evaluation.json, report.md."""
+    from acneops import evaluate_gen
+    from acneops.report import render_report
+
+    check_inputs(cfg)
+    reports = Path(cfg.reports_dir)
+    details: dict[str, Any] = {"provenance": provenance(cfg), "role": ROLE}
+    details["classifiers"] = {s: evaluate_classifier(s, Path(p), cfg) for s, p in cfg.classifiers.items()}
+    details["sorter"] = evaluate_classifier("sorter", Path(cfg.sorter), cfg) if cfg.sorter else None
+    extractor, domain_ckpt = build_extractor(cfg)
+    details["feature"] = evaluate_gen.feature_space(extractor, domain_ckpt)
+    judge = load_judge(cfg)
+    details["generators"] = {
+        name: evaluate_gen.generator_quality(name, Path(path), cfg, extractor, judge)
+        for name, path in cfg.generators.items()
+    }
+    details["anonymity"], details["grids"] = {}, {}
+    if cfg.synthetic_dir:
+        by_class = evaluate_gen.synthetic_by_class(Path(cfg.synthetic_dir))
+        details["anonymity"] = {c: evaluate_gen.anonymity(c, files, cfg, extractor) for c, files in by_class.items()}
+        details["grids"] = evaluate_gen.sample_grids(by_class, cfg)
+    nested = metrics_from(details)
+    write_json(cfg.metrics_path, nested)
+    write_json(reports / DETAILS_FILE, details)
+    report_path = reports / REPORT_FILE
+    write_text(report_path, render_report(details, nested, reports))
+    return EvaluateResult(nested=nested, details=details, metrics_path=Path(cfg.metrics_path), report_path=report_path)

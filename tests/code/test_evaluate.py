@@ -1,0 +1,273 @@
+"""Stage evaluate end to end on tiny fixtures: restored splits, timm classifiers with known behaviour,
+DCGAN checkpoints, an exported synthetic set; the 'tiny' feature extractor.
+
+Classifiers whose head is set to always answer one class give exact, checkable numbers (accuracy =
+that class's share of the test split, sensitivity 1 / specificity 0, class fidelity 1 or 0).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from acneops import checkpoint as gan_ckpt
+from acneops import evaluate
+from acneops.classifiers import create_classifier, model_args_for, save_checkpoint
+from acneops.config import ConfigError
+from acneops.dcgan import Discriminator, Generator
+from acneops.errors import StageError
+from acneops.io import append_jsonl, read_jsonl
+
+COLOURS = {"healthy": (200, 60, 60), "mild": (60, 200, 60), "severe": (60, 60, 200),
+           "mask": (220, 220, 220), "no_mask": (120, 80, 60)}
+SPLIT_COUNTS = {"train": 6, "val": 2, "test": 3}  # images per class and split
+MANIFEST_FIELDS = ["file", "label", "lesions", "source", "split", "restorer", "orig_sha256"]
+
+
+def _image(label: str, rng: np.random.Generator) -> Image.Image:
+    noise = rng.integers(-50, 51, (32, 32, 3))
+    return Image.fromarray(np.clip(np.array(COLOURS[label]) + noise, 0, 255).astype(np.uint8))
+
+
+def _write_csv(path: Path, rows: list[dict], fields: list[str]) -> None:
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def make_restored(root: Path, labels: tuple[str, ...], test_counts: dict[str, int] | None = None) -> Path:
+    """restored/<split>/images/*.png + manifest.csv per split, the restore stage's layout."""
+    rng = np.random.default_rng(0)
+    for split, n in SPLIT_COUNTS.items():
+        rows = []
+        for label in labels:
+            count = (test_counts or {}).get(label, n) if split == "test" else n
+            for i in range(count):
+                rel = f"images/{label}_{i:02d}.png"
+                (root / split / "images").mkdir(parents=True, exist_ok=True)
+                _image(label, rng).save(root / split / rel)
+                rows.append({"file": rel, "label": label, "lesions": "", "source": "phantom-hr", "split": split,
+                             "restorer": "none", "orig_sha256": f"{i:064d}"})
+        _write_csv(root / split / "manifest.csv", rows, MANIFEST_FIELDS)
+    return root
+
+
+def make_synthetic(root: Path, labels: tuple[str, ...], n: int = 8) -> Path:
+    rng = np.random.default_rng(7)
+    rows = []
+    for label in labels:
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            _image(label, rng).save(root / label / f"seed{i:06d}.png")
+            rows.append({"file": f"{label}/seed{i:06d}.png", "class": label, "seed": i})
+    _write_csv(root / "manifest.csv", rows, ["file", "class", "seed"])
+    return root
+
+
+def make_classifier(path: Path, labels: tuple[str, ...], always: str | None = None, seed: int = 0,
+                    real_train: bool = True, synthetic_dir: str = "") -> Path:
+    """A resnet18 at 32 px; with ``always`` its head answers that class for every image."""
+    torch.manual_seed(seed)
+    model = create_classifier("resnet18", len(labels), img_size=32)
+    if always is not None:
+        with torch.no_grad():
+            model.fc.weight.zero_()
+            model.fc.bias.copy_(torch.tensor([10.0 if c == always else 0.0 for c in labels]))
+    save_checkpoint(path, model, model_args_for("resnet18", len(labels), 32, labels), epoch=1,
+                    config={"real_train": real_train, "synthetic_dir": synthetic_dir})
+    return path
+
+
+def make_generator(path: Path, seed: int) -> Path:
+    """A tiny DCGAN checkpoint in the acneops-gan/1 format."""
+    torch.manual_seed(seed)
+    G, D = Generator(z_dim=8, img_resolution=32, base_channels=8), Discriminator(img_resolution=32, base_channels=8)
+    gan_ckpt.save(path, {
+        "format": gan_ckpt.FORMAT, "family": "dcgan",
+        "model": {"G": G.state_dict(), "D": D.state_dict(), "G_ema": G.state_dict()},
+        "model_args": {"G": G.model_args, "D": D.model_args}, "step": 0, "cur_nimg": 0, "config": {},
+    })
+    return path
+
+
+def evaluate_params(root: Path, **overrides) -> dict:
+    section = {
+        "restored_dir": str(root / "restored"),
+        "synthetic_dir": str(root / "synthetic"),
+        "extractor": "tiny",
+        "n_fake": 8,
+        "kid_subsets": 4,
+        "kid_subset_size": 6,
+        "batch": 8,
+        "grid_images": 4,
+        "grid_ncol": 2,
+        "cache_dir": str(root / "cache"),
+        "reports_dir": str(root / "reports"),
+        "metrics_path": str(root / "reports" / "metrics.json"),
+        "data_dvc": str(root / "data.dvc"),
+        **overrides,
+    }
+    return {"evaluate": section, "audit": {"ct_cells": 2, "ct_min_samples": 2, "max_pairs_png": 4, "png_tile": 32}}
+
+
+@pytest.fixture(scope="module")
+def acne(tmp_path_factory) -> dict:
+    """Multi-class task: healthy/mild/severe, sorter on mild/severe that always answers 'mild'."""
+    root = tmp_path_factory.mktemp("eval_acne")
+    labels = ("healthy", "mild", "severe")
+    make_restored(root / "restored", labels, test_counts={"healthy": 3, "mild": 2, "severe": 3})
+    make_synthetic(root / "synthetic", labels)
+    models = root / "models"
+    clf = {"synthetic": make_classifier(models / "synthetic.pt", labels, seed=1, real_train=False, synthetic_dir="s"),
+           "real": make_classifier(models / "real.pt", labels, seed=2),
+           "augmented": make_classifier(models / "augmented.pt", labels, always="severe", synthetic_dir="s")}
+    sorter = make_classifier(models / "sorter.pt", ("mild", "severe"), always="mild")
+    gens = {name: make_generator(models / "gan" / name / "final.pt", seed=i)
+            for i, name in enumerate(("healthy", "mild", "severe", "all"))}
+    for kimg in (0.25, 0.5):
+        append_jsonl(models / "gan" / "mild" / "stats.jsonl", {"kimg": kimg, "loss_G": 1.0 + kimg, "loss_D": 1.2 - kimg})
+    (root / "data.dvc").write_text("outs:\n- md5: 0123abcd.dir\n  path: data\n")
+    params = evaluate_params(root, classifiers={k: str(v) for k, v in clf.items()}, sorter=str(sorter),
+                             generators={k: str(v) for k, v in gens.items()})
+    cfg = evaluate.config_from_params(params)
+    result = evaluate.run(cfg)
+    return {"root": root, "cfg": cfg, "params": params, "result": result, "reports": root / "reports"}
+
+
+def test_metrics_json_holds_every_section_with_valid_numbers(acne):
+    metrics = json.loads((acne["reports"] / "metrics.json").read_text())
+    assert set(metrics) == {"classifiers", "sorter", "generators", "class_fidelity", "anonymity"}
+    assert set(metrics["classifiers"]) == {"synthetic", "real", "augmented"}
+    for m in [*metrics["classifiers"].values(), metrics["sorter"]]:
+        for key in ("accuracy", "macro_precision", "macro_recall", "macro_f1", "chance_uniform", "chance_majority"):
+            assert 0.0 <= m[key] <= 1.0, key
+    assert metrics["classifiers"]["real"]["n_test"] == 8
+    assert metrics["classifiers"]["real"]["chance_uniform"] == pytest.approx(1 / 3, abs=1e-5)
+    assert metrics["classifiers"]["real"]["chance_majority"] == pytest.approx(3 / 8)
+    assert "sensitivity" not in metrics["classifiers"]["real"]  # multi-class: no single positive class
+    for name, g in metrics["generators"].items():
+        assert "fid" not in g and g["fd_tiny"] >= 0.0, name  # named by its feature space, never FID
+        assert g["kd_tiny_std"] >= 0.0 and g["n_fake"] == 8
+        for key in ("precision_tiny", "recall_tiny", "density_tiny", "coverage_tiny"):
+            assert key in g and g[key] >= 0.0
+    assert metrics["generators"]["all"]["n_real"] == 12  # 'all' = the sorter's classes (mild + severe train)
+    assert metrics["generators"]["healthy"]["n_real"] == 6
+    for cls, a in metrics["anonymity"].items():
+        assert a["n_synthetic"] == 8 and 0 <= a["flagged"] <= 8 and 0.0 <= a["flagged_rate"] <= 1.0
+        assert 0.0 <= a["mia_auc_feature"] <= 1.0 and 0.0 <= a["mia_auc_pixel"] <= 1.0
+        assert a["n_real_test"] == {"healthy": 3, "mild": 2, "severe": 3}[cls]
+
+
+def test_forced_classifiers_give_exact_accuracy_confusion_and_fidelity(acne):
+    metrics = acne["result"].nested
+    assert metrics["classifiers"]["augmented"]["accuracy"] == pytest.approx(3 / 8)  # always 'severe'
+    assert metrics["sorter"]["accuracy"] == pytest.approx(2 / 5)  # always 'mild' on mild(2) + severe(3)
+    assert metrics["sorter"]["n_test"] == 5  # the sorter sees its acne classes only
+    assert metrics["class_fidelity"]["mild"] == {"mild": 1.0, "severe": 0.0}
+    assert metrics["generators"]["mild"]["class_fidelity"] == 1.0
+    assert metrics["generators"]["severe"]["class_fidelity"] == 0.0
+    assert "class_fidelity" not in metrics["generators"]["healthy"]  # the sorter has no healthy class
+    cm = json.loads((acne["reports"] / "confusion_augmented.json").read_text())
+    assert cm["labels"] == ["healthy", "mild", "severe"]
+    assert cm["confusion_matrix"] == [[0, 0, 3], [0, 0, 2], [0, 0, 3]]
+    rows = json.loads((acne["reports"] / "plots" / "confusion_augmented.json").read_text())
+    assert len(rows) == 8 and all(r["predicted"] == "severe" for r in rows)
+    for name in ("synthetic", "real", "augmented", "sorter"):
+        with Image.open(acne["reports"] / f"confusion_{name}.png") as im:
+            assert im.size[0] > 50
+
+
+def test_report_md_has_scenarios_embedded_images_and_honest_names(acne):
+    reports = acne["reports"]
+    text = (reports / "report.md").read_text()
+    assert "| scenario | trained on | accuracy | macro-F1 |" in text
+    assert "| **synthetic** | synthetic only (TSTR) |" in text and "| **augmented** | real + synthetic |" in text
+    assert "Chance level" in text and "0.333" in text
+    assert "`0123abcd.dir`" in text  # data.dvc md5
+    assert "Severity sorter" in text and "0.400" in text
+    assert "fd_tiny" in text and "FID" not in text.replace("not FID", "")
+    for cls in ("healthy", "mild", "severe"):
+        assert f"![{cls} synthetic samples](grids/{cls}.png)" in text
+        assert (reports / "grids" / f"{cls}.png").is_file()
+        assert (reports / f"audit_evaluate_{cls}.json").is_file() and (reports / f"audit_evaluate_{cls}.png").is_file()
+    assert "![training curves of mild](gan_curves/mild.png)" in text and (reports / "gan_curves" / "mild.png").is_file()
+    assert "no training log at" in text  # the other generators have no stats.jsonl: said, not hidden
+    assert "![confusion matrix of real](confusion_real.png)" in text
+
+
+def test_metrics_json_is_deterministic(acne):
+    before = (acne["reports"] / "metrics.json").read_bytes()
+    result = evaluate.run(acne["cfg"])
+    assert (acne["reports"] / "metrics.json").read_bytes() == before
+    flat = result.metrics()
+    assert flat["classifiers.augmented.accuracy"] == pytest.approx(0.375)
+    assert all(isinstance(v, float) for v in flat.values())
+    assert "evaluate:" in result.summary()
+
+
+def test_only_evaluate_reads_the_test_split(tmp_path, monkeypatch, acne):
+    log = tmp_path / "access.jsonl"
+    monkeypatch.setenv("ACNEOPS_ACCESS_LOG", str(log))
+    cfg = evaluate.config_from_params(evaluate_params(acne["root"], **{
+        **acne["params"]["evaluate"], "generators": {}, "synthetic_dir": "", "reports_dir": str(tmp_path / "r"),
+        "metrics_path": str(tmp_path / "r" / "metrics.json")}))
+    evaluate.run(cfg)
+    reads = read_jsonl(log)
+    assert {r["role"] for r in reads} == {"evaluate"}
+    assert any(r["split"] == "test" for r in reads)
+    text = (tmp_path / "r" / "report.md").read_text()
+    assert "nothing was audited" in text  # no synthetic set configured: the report says so
+
+
+def test_binary_task_reports_sensitivity_and_specificity(tmp_path):
+    labels = ("mask", "no_mask")
+    make_restored(tmp_path / "restored", labels)
+    make_synthetic(tmp_path / "synthetic", labels)
+    clf = {"real": make_classifier(tmp_path / "real.pt", labels, always="mask"),
+           "augmented": make_classifier(tmp_path / "aug.pt", labels, always="no_mask", synthetic_dir="s")}
+    gens = {c: make_generator(tmp_path / "gan" / c / "final.pt", seed=i) for i, c in enumerate(labels)}
+    params = evaluate_params(tmp_path, classifiers={k: str(v) for k, v in clf.items()}, sorter="",
+                             generators={k: str(v) for k, v in gens.items()}, positive="mask", fidelity_judge="real")
+    result = evaluate.run(evaluate.config_from_params(params))
+    real, aug = result.nested["classifiers"]["real"], result.nested["classifiers"]["augmented"]
+    assert (real["sensitivity"], real["specificity"]) == (1.0, 0.0)  # always 'mask'
+    assert (aug["sensitivity"], aug["specificity"]) == (0.0, 1.0)  # always 'no_mask'
+    assert result.nested["generators"]["mask"]["class_fidelity"] == 1.0  # judged by the 'real' classifier
+    assert "sorter" not in result.nested
+    text = result.report_path.read_text()
+    assert "| sensitivity | specificity |" in text and "positive class `mask`" in text
+
+
+def test_missing_classifier_checkpoint_is_a_clear_error(acne, tmp_path):
+    section = dict(acne["params"]["evaluate"])
+    section["classifiers"] = {**section["classifiers"], "augmented": str(tmp_path / "nope" / "best.pt")}
+    section["reports_dir"] = str(tmp_path / "r")
+    cfg = evaluate.config_from_params({**acne["params"], "evaluate": section})
+    with pytest.raises(StageError, match=r"evaluate\.classifiers\.augmented\].*nope/best\.pt not found"):
+        evaluate.run(cfg)
+    assert not (tmp_path / "r").exists()  # checked before any output is written
+
+
+def test_bad_params_are_rejected(acne):
+    params = acne["params"]
+    with pytest.raises(ConfigError, match="unknown key"):
+        evaluate.config_from_params({**params, "evaluate": {**params["evaluate"], "n_fakes": 3}})
+    with pytest.raises(ConfigError, match="fidelity_judge"):
+        evaluate.config_from_params({**params, "evaluate": {**params["evaluate"], "fidelity_judge": "oracle"}})
+    with pytest.raises(ConfigError, match="section 'audit' is missing"):
+        evaluate.config_from_params({"evaluate": params["evaluate"]})
+
+
+def test_generator_not_named_after_a_class_needs_its_labels(acne, tmp_path):
+    section = {**acne["params"]["evaluate"], "generators": {"moderate": acne["params"]["evaluate"]["generators"]["mild"]},
+               "reports_dir": str(tmp_path / "r"), "synthetic_dir": "", "classifiers": {},
+               "fidelity_judge": "", "sorter": ""}
+    with pytest.raises(StageError, match=r"generators\.moderate.*generator_labels\.moderate"):
+        evaluate.run(evaluate.config_from_params({**acne["params"], "evaluate": section}))
