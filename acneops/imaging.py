@@ -109,9 +109,11 @@ def open_normalised(
 
     ``draft_size`` lets JPEG decoding skip detail (DCT scaling by 1/2, 1/4, 1/8) while keeping
     both sides >= the requested size: a 3112x3456 ACNE04 photo needed at 64 px decodes at 1/8.
-    The returned image is a fresh copy: no file handle stays open. Undecodable input raises
+    A path is read into memory first, so no file handle stays open. Undecodable input raises
     :class:`ImageRejected` with a ``kind`` (not_an_image, decompression_bomb, truncated, corrupt).
     """
+    if isinstance(source, (str, Path)):
+        source = io.BytesIO(Path(source).read_bytes())  # no file handle to close, no copy needed later
     with pixel_limit(max_pixels):
         try:
             image = Image.open(source)
@@ -121,27 +123,25 @@ def open_normalised(
             raise ImageRejected("not_an_image", "not a recognised image format") from None
         except Exception as exc:  # noqa: BLE001 - any decoder failure on hostile input is a rejection
             raise _rejection(exc, "cannot open image") from None
-        with image:
-            width, height = image.size
-            if max_pixels is not None and width * height > max_pixels:
-                raise ImageRejected(
-                    "decompression_bomb",
-                    f"decompression bomb: {width}x{height} = {width * height} pixels > max_pixels {max_pixels}",
-                )
-            if draft_size is not None and image.format == "JPEG":
-                image.draft(None, draft_size)
-            try:
-                image.load()
-            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-                raise ImageRejected("decompression_bomb", f"decompression bomb: {exc}") from None
-            except Exception as exc:  # noqa: BLE001
-                raise _rejection(exc, "cannot decode image data") from None
-            try:
-                oriented = ImageOps.exif_transpose(image)
-            except Exception:  # noqa: BLE001 - a broken EXIF block must not reject good pixels
-                oriented = image.copy()
-            rgb = to_rgb(oriented)
-            return rgb.copy() if rgb is image else rgb
+        width, height = image.size
+        if max_pixels is not None and width * height > max_pixels:
+            raise ImageRejected(
+                "decompression_bomb",
+                f"decompression bomb: {width}x{height} = {width * height} pixels > max_pixels {max_pixels}",
+            )
+        if draft_size is not None and image.format == "JPEG":
+            image.draft(None, draft_size)
+        try:
+            image.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageRejected("decompression_bomb", f"decompression bomb: {exc}") from None
+        except Exception as exc:  # noqa: BLE001
+            raise _rejection(exc, "cannot decode image data") from None
+    try:
+        ImageOps.exif_transpose(image, in_place=True)
+    except Exception:  # noqa: BLE001 - a broken EXIF block must not reject good pixels
+        pass
+    return to_rgb(image)
 
 
 def decode_file(path: str | Path, max_pixels: int | None) -> tuple[bytes, Image.Image]:
@@ -188,7 +188,7 @@ def phash(image: Image.Image, hash_size: int = 8, highfreq_factor: int = 4) -> i
     saved twice, a resized copy) have a small Hamming distance; unrelated images differ in ~32 bits.
     """
     n = hash_size * highfreq_factor
-    grey = image.convert("L").resize((n, n), Image.Resampling.LANCZOS, reducing_gap=2.0)
+    grey = image.resize((n, n), Image.Resampling.LANCZOS, reducing_gap=2.0).convert("L")
     pixels = np.asarray(grey, dtype=np.float64)
     d = _dct_matrix(n)
     low = (d @ pixels @ d.T)[:hash_size, :hash_size]

@@ -235,22 +235,28 @@ def _drop_duplicate_rows(items: list[Item], labels_path: Path, quarantine: Quara
 
 
 def _drop_exact_duplicates(items: list[Item], quarantine: Quarantine) -> list[Item]:
-    """Same bytes in several files: keep the first (row order) if labels agree, else quarantine all copies."""
+    """Same bytes in several files: keep one if labels agree, else quarantine all copies.
+
+    The copy kept is the one in the most protected imported split (test > val > train > none), then
+    the first row, so deduplication never shrinks an imported test split.
+    """
     by_hash: dict[str, list[Item]] = {}
     for it in items:
         by_hash.setdefault(it.info["sha256"], []).append(it)
+    rank = {"test": 0, "val": 1, "train": 2, "": 3}
     kept = []
     for it in items:
         copies = by_hash[it.info["sha256"]]
         labels = sorted({c.label for c in copies})
+        keep = min(copies, key=lambda c: (rank[c.fixed_split], c.row))
         if len(labels) > 1:
             others = [c.image for c in copies if c is not it]
             quarantine.add(it.image, it.row, "conflicting_duplicate",
                            f"same bytes as {others} but labels differ {labels}; fix the labels, then re-run")
-        elif copies[0] is it:
+        elif keep is it:
             kept.append(it)
         else:
-            quarantine.add(it.image, it.row, "exact_duplicate", f"exact duplicate of {copies[0].image}")
+            quarantine.add(it.image, it.row, "exact_duplicate", f"exact duplicate of {keep.image}")
     return kept
 
 

@@ -31,7 +31,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from acneops.config import build, require, section, to_dict
+from acneops.config import build, require, section
 from acneops.data_access import MANIFEST, SPLITS, check_access
 from acneops.errors import StageError
 from acneops.io import read_csv, read_json, sha256_bytes, write_csv, write_json
@@ -286,7 +286,7 @@ def run(cfg: RestoreConfig) -> RestoreResult:
     finally:
         shutil.rmtree(stage_dir, ignore_errors=True)
     write_json(cfg.report_path, {"resolution": cfg.resolution, "restorer": cfg.restorer, "images": counts,
-                                 "comparison": comparison, "config": to_dict(cfg)})
+                                 "comparison": comparison})
     return RestoreResult(cfg.out_dir, cfg.report_path, counts, comparison)
 
 

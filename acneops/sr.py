@@ -208,5 +208,5 @@ def compare_restorers(model: ResidualSR, holdout: list[Image.Image], scale: int)
         "holdout_images": len(holdout),
         "low_res": holdout[0].width // scale if holdout else 0,
         "degradation": f"bicubic downscale by {scale}",
-        "metric_space": "luma (ITU-R BT.601 Y), 8-bit range; SSIM Gaussian window 11, sigma 1.5; PSNR capped at 100 dB",
+        "metric_space": "luma BT.601, SSIM gauss 11/1.5",
     }

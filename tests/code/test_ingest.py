@@ -314,3 +314,14 @@ def test_missing_labels_file_is_a_stage_error(tmp_path):
     (tmp_path / "data/labels.csv").write_text("file,class\na.png,mild\n")
     with pytest.raises(StageError, match=r"lacks column\(s\) \['image', 'label'\]"):
         ingest.run(make_cfg(tmp_path))
+
+
+def test_exact_duplicate_keeps_the_copy_in_the_fixed_test_split(tmp_path):
+    data = tmp_path / "data"
+    rows = base_rows(data, split="train")
+    (data / "images/copy.png").write_bytes((data / "images/mild_3.png").read_bytes())
+    cfg = make_cfg(tmp_path)
+    write_labels(data, rows + [["images/copy.png", "mild", "3", "x", "test"]])
+    ingest.run(cfg)
+    assert manifest(cfg)["images/copy.png"]["split"] == "test"
+    assert quarantined(cfg)["images/mild_3.png"]["kind"] == "exact_duplicate"
