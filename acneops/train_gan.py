@@ -1,0 +1,182 @@
+"""Stage `train_gan`: train one generator (StyleGAN2 with ADA, or DCGAN) on one image set.
+
+`acneops run train_gan --name <run>` trains the run ``<run>`` of params section ``train_gan``
+(its ``runs`` mapping overrides the common keys per run; dvc.yaml lists one `train_gan@<run>`
+stage per run via foreach). Single process, or `torchrun --nproc_per_node N -m acneops run
+train_gan --name <run>` for data-parallel training (see acneops.gan_dist).
+
+Trail left in ``out_dir`` (default ``models/gan/<run>``), written by rank 0:
+- ``config.json``: the resolved config, written before training starts;
+- ``checkpoint.pt``: self-describing checkpoint every ``snapshot_kimg`` (atomic); renamed to
+  ``final.pt`` when training completes. Re-running the same command after a kill (even SIGKILL)
+  resumes from it and ends with exactly the weights of an uninterrupted run (CPU);
+- ``stats.jsonl``: per tick losses, R1 and path-length penalties, ADA p and r_t (deterministic,
+  what DVC plots read); ``timing.jsonl``: per tick images/s and sec/kimg (wall-clock, varies);
+- ``grids/fakes_kimg<kimg>.png``: fixed-seed sample grid of G_ema per snapshot;
+- one MLflow run per training (resumed runs continue it): params, per-tick metrics with
+  step = cur_nimg (kimg * 1000, an integer), grids as artifacts, checkpoint path and sha256 as tags.
+
+Where the issue is silent the loop does what NVIDIA's stylegan2-ada-pytorch training_loop.py does
+(see acneops.gan_loop).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from acneops.config import ConfigError, build, require, section
+
+AUGMENT_GROUPS = {  # ADA's augmentation presets (NVIDIA's --augpipe names)
+    "blit": ("xflip", "rotate90", "xint"),
+    "geom": ("scale", "rotate", "aniso", "xfrac"),
+    "color": ("brightness", "contrast", "lumaflip", "hue", "saturation"),
+}
+AUGMENT_PRESETS = {
+    **AUGMENT_GROUPS,
+    "bg": AUGMENT_GROUPS["blit"] + AUGMENT_GROUPS["geom"],
+    "bgc": AUGMENT_GROUPS["blit"] + AUGMENT_GROUPS["geom"] + AUGMENT_GROUPS["color"],
+}
+AUGMENT_TRANSFORMS = AUGMENT_PRESETS["bgc"]
+STYLEGAN_ONLY = {"r1_gamma": 0.0, "pl_weight": 0.0, "style_mixing": 0.0}  # neutral values for dcgan
+RESUMABLE_CHANGES = {"total_kimg", "snapshot_kimg", "tick_kimg", "workers", "grid_seeds", "truncation_psi"}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainGanConfig:
+    """params.yaml section ``train_gan`` merged with ``train_gan.runs.<name>``."""
+
+    name: str  # the run's name (from --name), e.g. all, healthy, mild
+    out_dir: Path  # where config, checkpoints, logs and grids go; default models/gan/<name>
+    family: str = "stylegan2"  # stylegan2 | dcgan
+    labels: tuple[str, ...] = ()  # classes of the restored TRAIN split to train on (or use image_dir)
+    image_dir: str = ""  # folder of PNGs to train on instead of labels (e.g. a sorted synthetic set); "" = off
+    restored_dir: Path = Path("datasets/restored")  # restore stage output (<split>/manifest.csv + images)
+    resolution: int = 64  # image side, px (power of two; the images must already have it)
+    z_dim: int = 512  # latent z size
+    w_dim: int = 512  # intermediate latent w size (stylegan2)
+    mapping_layers: int = 8  # mapping network depth (stylegan2)
+    channel_base: int = 32768  # channels at resolution r = min(channel_base / r, channel_max) (stylegan2)
+    channel_max: int = 512  # maximum feature maps per layer (stylegan2)
+    conv_clamp: float = 256.0  # clamp of conv outputs as NVIDIA's train.py; 0 = none (stylegan2)
+    mbstd_group: int = 4  # minibatch-std group size of D (stylegan2)
+    base_channels: int = 64  # DCGAN width: feature maps of the 32x32 layer (dcgan)
+    batch: int = 32  # total minibatch over all processes, images
+    total_kimg: float = 25.0  # training length, thousands of real images shown to D
+    snapshot_kimg: float = 1.0  # checkpoint + sample grid every this many kimg
+    tick_kimg: float = 0.25  # stats line every this many kimg
+    lr_g: float = 0.0025  # G Adam learning rate
+    lr_d: float = 0.0025  # D Adam learning rate
+    betas: tuple[float, float] = (0.0, 0.99)  # Adam betas (DCGAN paper: 0.5, 0.999)
+    r1_gamma: float = 10.0  # R1 weight gamma; 0 = off
+    r1_interval: int = 16  # lazy R1 every this many minibatches
+    pl_weight: float = 2.0  # path length weight; 0 = off
+    pl_interval: int = 4  # lazy path length every this many minibatches
+    pl_batch_shrink: int = 2  # path length minibatch = batch / this
+    pl_decay: float = 0.01  # EMA decay of the path length target
+    style_mixing: float = 0.9  # style mixing probability, 0..1
+    ema_kimg: float = 10.0  # G_ema half-life, kimg; 0 = G_ema is a copy of G
+    ema_rampup: float = 0.05  # EMA half-life at most cur_nimg * this (NVIDIA's rampup); 0 = none
+    ada: bool = True  # adaptive discriminator augmentation
+    ada_target: float = 0.6  # target of r_t = E[sign(D(real))]
+    ada_interval: int = 4  # adjust p every this many minibatches
+    ada_kimg: float = 500.0  # kimg for p to move by 1
+    augment: str = "bgc"  # preset (blit, geom, color, bg, bgc) or transforms joined by '+', e.g. xflip+hue
+    augment_p: float = 0.0  # initial p (the fixed p when ada is false; 0 and ada false = no augmentation)
+    resume_from: str = ""  # base checkpoint for transfer learning (weights only); "" = from scratch
+    freeze_d: int = 0  # FreezeD: freeze the first k D blocks (from the image side)
+    train_g_last: int = 0  # train only the last k synthesis blocks (+toRGB), mapping frozen; 0 = all of G
+    seed: int = 0  # seeds the initial weights and every minibatch's data order and noise
+    grid_seeds: int = 16  # sample grid shows seeds 0..grid_seeds-1
+    truncation_psi: float = 1.0  # truncation of the sample grids
+    workers: int = 0  # torch CPU threads per process; 0 = all cores split over the processes
+    device: str = "auto"  # auto (CUDA when available) | cpu | cuda
+
+    def __post_init__(self) -> None:
+        where = f"params.yaml [train_gan.runs.{self.name}]"
+        require(self.family in ("stylegan2", "dcgan"), f"{where}: family must be stylegan2 or dcgan, got {self.family!r}")
+        require(bool(self.labels) != bool(self.image_dir),
+                f"{where}: set exactly one of labels (restored train classes) or image_dir (a folder of PNGs)")
+        require(self.resolution in [2 ** k for k in range(5, 11)],
+                f"{where}: resolution must be a power of two in 32..1024, got {self.resolution}")
+        require(self.batch >= 1 and self.total_kimg > 0 and self.snapshot_kimg > 0 and self.tick_kimg > 0,
+                f"{where}: batch, total_kimg, snapshot_kimg and tick_kimg must be > 0")
+        require(min(self.r1_interval, self.pl_interval, self.ada_interval, self.pl_batch_shrink) >= 1,
+                f"{where}: r1_interval, pl_interval, ada_interval and pl_batch_shrink must be >= 1")
+        require(0 <= self.style_mixing <= 1 and 0 <= self.augment_p <= 1 and 0 <= self.ada_target <= 1,
+                f"{where}: style_mixing, augment_p and ada_target must be in [0, 1]")
+        require(min(self.ema_kimg, self.ema_rampup, self.r1_gamma, self.pl_weight, self.freeze_d,
+                    self.train_g_last, self.workers, self.seed) >= 0, f"{where}: negative values are not allowed")
+        require(self.device in ("auto", "cpu", "cuda"), f"{where}: device must be auto, cpu or cuda")
+        augment_kwargs(self.augment, where)
+
+    def batch_gpu(self, world: int) -> int:
+        """Images per process per step; the total batch must split evenly."""
+        require(self.batch % world == 0,
+                f"params.yaml [train_gan.runs.{self.name}]: batch {self.batch} does not split over {world} processes")
+        return self.batch // world
+
+    def to_dict(self) -> dict[str, Any]:
+        from acneops.config import to_dict
+
+        return to_dict(self)
+
+
+def augment_kwargs(spec: str, where: str = "train_gan") -> dict[str, float]:
+    """AugmentPipe kwargs (probability multipliers) of a preset name or 'a+b+c' transform list."""
+    names = AUGMENT_PRESETS.get(spec) or tuple(n.strip() for n in spec.split("+") if n.strip())
+    unknown = sorted(set(names) - set(AUGMENT_TRANSFORMS))
+    if unknown or not names:
+        raise ConfigError(f"{where}: augment {spec!r} unknown {unknown}; use a preset {sorted(AUGMENT_PRESETS)} "
+                          f"or transforms from {list(AUGMENT_TRANSFORMS)} joined by '+'")
+    return {n: 1.0 for n in names}
+
+
+def config_from_params(params: dict[str, Any], name: str | None) -> TrainGanConfig:
+    """Merge ``train_gan``'s common keys with ``train_gan.runs[name]`` into a validated config."""
+    common = dict(section(params, "train_gan"))
+    runs = common.pop("runs", None) or {}
+    if not isinstance(runs, dict):
+        raise ConfigError(f"params.yaml [train_gan.runs]: must map run names to overrides, got {runs!r}")
+    if name is None or name not in runs:
+        raise ConfigError(f"train_gan: unknown run {name!r}; pass --name with one of {sorted(runs)} "
+                          "(the keys of params.yaml train_gan.runs)")
+    override = dict(runs[name] or {})
+    for key in ("name",):
+        if key in common or key in override:
+            raise ConfigError(f"params.yaml [train_gan]: '{key}' comes from --name; remove it from params")
+    values = {**common, **override, "name": name}
+    if "image_dir" in override and "labels" not in override:  # a folder run drops the common labels
+        values["labels"] = []
+    values.setdefault("out_dir", f"models/gan/{name}")
+    if values.get("family") == "dcgan":  # DCGAN has no R1/path length/style mixing: neutralise inherited keys
+        explicit = {k: override[k] for k in STYLEGAN_ONLY if k in override and override[k] != STYLEGAN_ONLY[k]}
+        if explicit:
+            raise ConfigError(f"params.yaml [train_gan.runs.{name}]: {explicit} apply to stylegan2 only; "
+                              "remove them from this dcgan run")
+        values.update(STYLEGAN_ONLY)
+    return build(TrainGanConfig, values, f"train_gan.runs.{name}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainGanResult:
+    """What a finished `train_gan` produced."""
+
+    name: str  # run name
+    checkpoint: Path  # out_dir/final.pt
+    sha256: str  # of the final checkpoint
+    cur_nimg: int  # real images shown to D
+    resumed: bool  # continued from an earlier checkpoint of this run
+    run_id: str  # MLflow run id ('' on ranks > 0)
+
+    def summary(self) -> str:
+        how = "resumed and finished" if self.resumed else "trained"
+        return f"train_gan@{self.name}: {how} {self.cur_nimg / 1000:.3f} kimg -> {self.checkpoint} ({self.sha256[:12]})"
+
+
+def run(cfg: TrainGanConfig) -> TrainGanResult:
+    """Train (or resume, or confirm finished) the generator of run ``cfg.name``."""
+    from acneops.gan_train import train
+
+    return train(cfg)
