@@ -21,6 +21,13 @@ SPLIT_PRIORITY = ("test", "val", "train")  # a group with conflicting fixed spli
 _CHUNK = 2048  # rows of the pairwise distance matrix computed at once
 
 
+def _popcount(x: np.ndarray) -> np.ndarray:
+    """Set bits per uint64 element (np.bitwise_count needs numpy >= 2; this also runs on 1.26)."""
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(x)
+    return np.unpackbits(x.view(np.uint8).reshape(*x.shape, 8), axis=-1).sum(axis=-1)
+
+
 def _find(parent: list[int], i: int) -> int:
     while parent[i] != i:
         parent[i] = parent[parent[i]]
@@ -40,7 +47,7 @@ def near_duplicate_groups(items: list[Item], threshold: int) -> dict[str, list[I
     parent = list(range(len(items)))
     for start in range(0, len(items), _CHUNK):
         block = hashes[start:start + _CHUNK, None] ^ hashes[None, :]  # (chunk, n)
-        rows, cols = np.nonzero(np.bitwise_count(block) <= threshold)
+        rows, cols = np.nonzero(_popcount(block) <= threshold)
         for r, c in zip((rows + start).tolist(), cols.tolist()):
             if c > r:
                 a, b = _find(parent, r), _find(parent, c)
