@@ -210,6 +210,37 @@ def _names(given: Sequence[str] | None, images: Any, prefix: str) -> tuple[str, 
     return tuple(str(p) for p in images)
 
 
+class _Laps:
+    """Wall seconds per phase: ``lap(name)`` closes the phase that started at the previous lap."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._clock = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.seconds[phase] = round(self.seconds.get(phase, 0.0) + now - self._clock, 4)
+        self._clock = now
+
+
+def _held_out_statistics(
+    test: list[Path] | np.ndarray, extractor: Any, cfg: AuditConfig, laps: _Laps,
+    syn_f: np.ndarray, train_f: np.ndarray, syn_pix: np.ndarray, train_pix: np.ndarray,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """C_T in feature and pixel space and the membership AUCs, which need the real test split."""
+    test_pix = pixel_vectors(test, cfg.pixel_size, cfg.pixel_normalize)
+    test_f = _features(extractor, test, test_pix)
+    laps.lap("test_features")
+    ct, ct_pix = data_copying_ct(syn_f, train_f, test_f, cfg), data_copying_ct(syn_pix, train_pix, test_pix, cfg)
+    laps.lap("data_copying")
+    membership = {
+        "auc_feature": membership_auc(train_f, test_f, syn_f, cfg.block_size),
+        "auc_pixel": membership_auc(train_pix, test_pix, syn_pix, cfg.block_size),
+    }
+    laps.lap("membership")
+    return ct, ct_pix, membership
+
+
 def run_audit(
     synthetic: Images,
     real_train: Images,
@@ -232,56 +263,31 @@ def run_audit(
     if len(train) < 2:
         raise AcneopsError(f"real train images: the audit needs at least 2, got {len(train)}")
     test = None if real_test is None else as_images(real_test, "real test images")
-    t: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(phase: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        t[phase] = round(t.get(phase, 0.0) + now - clock, 4)
-        clock = now
-
+    syn_names, train_names = _names(synthetic_names, syn, "synthetic"), _names(real_names, train, "train")
+    laps = _Laps()
     specs = view_specs(cfg.crop_scales, cfg.crop_positions, cfg.check_flips)
     syn_pix = pixel_vectors(syn, cfg.pixel_size, cfg.pixel_normalize)
     train_views = pixel_views(train, cfg.pixel_size, specs, cfg.pixel_normalize)
     train_pix = train_views[0]
-    lap("pixel_vectors")
+    laps.lap("pixel_vectors")
     syn_f, train_f = _features(extractor, syn, syn_pix), _features(extractor, train, train_pix)
     train_f_flip = None
     if cfg.check_flips:
         train_f_flip = train_views[1] if extractor is None else _flipped_features(extractor, train)
-    lap("features")
+    laps.lap("features")
     copy = audit_copies(syn_f, train_f, syn_pix, train_pix, cfg, real_feats_flipped=train_f_flip,
                         real_pixel_views=train_views[1:], view_names=[v.name for v in specs])
-    lap("copies")
+    laps.lap("copies")
     ct = ct_pix = membership = {"status": NOT_COMPUTED}
     if test is not None:
-        test_pix = pixel_vectors(test, cfg.pixel_size, cfg.pixel_normalize)
-        test_f = _features(extractor, test, test_pix)
-        lap("test_features")
-        ct = data_copying_ct(syn_f, train_f, test_f, cfg)
-        ct_pix = data_copying_ct(syn_pix, train_pix, test_pix, cfg)
-        lap("data_copying")
-        membership = {
-            "auc_feature": membership_auc(train_f, test_f, syn_f, cfg.block_size),
-            "auc_pixel": membership_auc(train_pix, test_pix, syn_pix, cfg.block_size),
-        }
-        lap("membership")
+        ct, ct_pix, membership = _held_out_statistics(test, extractor, cfg, laps, syn_f, train_f, syn_pix, train_pix)
     return AuditResult(
-        name=name,
-        config=cfg,
+        name=name, config=cfg,
         feature_space="pixels" if extractor is None else str(getattr(extractor, "name", type(extractor).__name__)),
-        copy=copy,
-        synthetic_names=_names(synthetic_names, syn, "synthetic"),
-        real_names=_names(real_names, train, "train"),
+        copy=copy, synthetic_names=syn_names, real_names=train_names,
         n_real_test=None if test is None else len(test),
-        data_copying=ct,
-        data_copying_pixel=ct_pix,
-        membership=membership,
-        timings=t,
-        view_specs=specs,
-        synthetic_images=syn,
-        real_images=train,
+        data_copying=ct, data_copying_pixel=ct_pix, membership=membership, timings=laps.seconds,
+        view_specs=specs, synthetic_images=syn, real_images=train,
     )
 
 

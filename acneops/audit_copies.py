@@ -195,6 +195,21 @@ class CopyAudit:
         return [name for name, on in fired.items() if on]
 
 
+def _check_inputs(syn_feats: Any, real_feats: Any, syn_pixels: Any, real_pixels: Any) -> tuple[np.ndarray, ...]:
+    """The four matrices, validated: finite, matching dimensions and image counts, >= 2 reals."""
+    syn_f, real_f = as_matrix(syn_feats, "synthetic features"), as_matrix(real_feats, "real features", 2)
+    syn_p = as_matrix(syn_pixels, "synthetic pixel vectors", dtype=np.float32)
+    real_p = as_matrix(real_pixels, "real pixel vectors", 2, dtype=np.float32)
+    _same_dim(syn_f, real_f, "synthetic features", "real features")
+    _same_dim(syn_p, real_p, "synthetic pixel vectors", "real pixel vectors")
+    if syn_f.shape[0] != syn_p.shape[0] or real_f.shape[0] != real_p.shape[0]:
+        raise AcneopsError(
+            f"features and pixel vectors disagree on the number of images: synthetic {syn_f.shape[0]} vs "
+            f"{syn_p.shape[0]}, real {real_f.shape[0]} vs {real_p.shape[0]}"
+        )
+    return syn_f, real_f, syn_p, real_p
+
+
 def audit_copies(
     syn_feats: Any,
     real_feats: Any,
@@ -224,16 +239,7 @@ def audit_copies(
     without them, flips are derived when ``cfg.check_flips``. ``real_feats_flipped`` (features of the
     mirrored reals) makes the feature search flip-aware too.
     """
-    syn_f, real_f = as_matrix(syn_feats, "synthetic features"), as_matrix(real_feats, "real features", 2)
-    syn_p = as_matrix(syn_pixels, "synthetic pixel vectors", dtype=np.float32)
-    real_p = as_matrix(real_pixels, "real pixel vectors", 2, dtype=np.float32)
-    _same_dim(syn_f, real_f, "synthetic features", "real features")
-    _same_dim(syn_p, real_p, "synthetic pixel vectors", "real pixel vectors")
-    if syn_f.shape[0] != syn_p.shape[0] or real_f.shape[0] != real_p.shape[0]:
-        raise AcneopsError(
-            f"features and pixel vectors disagree on the number of images: synthetic {syn_f.shape[0]} vs "
-            f"{syn_p.shape[0]}, real {real_f.shape[0]} vs {real_p.shape[0]}"
-        )
+    syn_f, real_f, syn_p, real_p = _check_inputs(syn_feats, real_feats, syn_pixels, real_pixels)
     if real_pixel_views is None:
         real_pixel_views = [flip_pixel_vectors(real_p, cfg.pixel_size)] if cfg.check_flips else []
         view_names = ("full", "full+flip")[: 1 + len(real_pixel_views)]

@@ -85,11 +85,10 @@ def test_pixel_views_identity_flip_and_crop_match_the_transformed_images() -> No
 
 
 def test_pixel_vectors_are_brightness_invariant_when_normalized() -> None:
-    images = _smooth_images(3, 4).astype(np.int32)
-    brighter = np.clip(images + 12, 0, 255).astype(np.uint8)
-    a = audit.pixel_vectors(images.astype(np.uint8), 16)
-    b = audit.pixel_vectors(brighter, 16)
-    raw = audit.pixel_vectors(brighter, 16, normalize=False) - audit.pixel_vectors(images.astype(np.uint8), 16, normalize=False)
+    images = _smooth_images(3, 4)
+    brighter = np.clip(images.astype(np.int32) + 12, 0, 255).astype(np.uint8)
+    a, b = audit.pixel_vectors(images, 16), audit.pixel_vectors(brighter, 16)
+    raw = audit.pixel_vectors(brighter, 16, normalize=False) - audit.pixel_vectors(images, 16, normalize=False)
     assert np.linalg.norm(a - b, axis=1).max() < 0.1 * np.linalg.norm(a, axis=1).min()
     assert np.abs(raw).mean() > 0.04  # without normalisation the shift is there
 
@@ -293,7 +292,8 @@ def test_bad_input_gives_clear_errors(tmp_path: Path) -> None:
 
 
 def test_config_from_params_rejects_unknown_keys_and_bad_values() -> None:
-    assert audit.config_from_params({"audit": {"pixel_size": 32, "crop_scales": [0.9, 0.8]}}).crop_scales == (0.9, 0.8)
+    cfg = audit.config_from_params({"audit": {"pixel_size": 32, "crop_scales": [0.9, 0.8]}})
+    assert cfg.crop_scales == (0.9, 0.8) and cfg.pixel_size == 32
     with pytest.raises(ConfigError, match="unknown key"):
         audit.config_from_params({"audit": {"pixel_ratio": 0.5}})
     with pytest.raises(ConfigError, match="pixel_ratio_threshold"):

@@ -80,7 +80,8 @@ def planted_copies(train: np.ndarray) -> dict[str, np.ndarray]:
 
 def test_planted_copies_all_flagged_honest_sample_mostly_not(faces, tiny, tmp_path: Path) -> None:
     planted = planted_copies(faces["train"])
-    syn = np.concatenate([faces["honest"], *planted.values()])
+    crop85 = crop(faces["train"][:12], 0.85, 0.5, 0.5)  # beyond the 0.9 crop views: partly caught
+    syn = np.concatenate([faces["honest"], *planted.values(), crop85])
     result = run_audit(syn, faces["train"], CFG, tiny, name="planted")
     c, n = result.copy, len(faces["honest"])
     honest_rate = c.flags[:n].mean()
@@ -88,20 +89,25 @@ def test_planted_copies_all_flagged_honest_sample_mostly_not(faces, tiny, tmp_pa
           f"pixel ratio {c.rule_pixel_ratio[:n].mean():.1%}, pixel abs {c.rule_pixel_abs[:n].mean():.1%}")
     start = n
     for kind, images in planted.items():
-        flags = c.flags[start:start + len(images)]
-        print(f"{kind:18s} flagged {flags.mean():.0%}  rule(a) {c.rule_authenticity[start:start + len(images)].mean():.0%}"
-              f"  d1/d2 max {c.pix_ratio[start:start + len(images)].max():.2f}")
+        part = slice(start, start + len(images))
+        flags = c.flags[part]
+        print(f"{kind:18s} flagged {flags.mean():.0%}  rule(a) {c.rule_authenticity[part].mean():.0%}"
+              f"  d1/d2 max {c.pix_ratio[part].max():.2f}  d1/median max {c.pix_rel[part].max():.2f}")
         assert flags.all(), f"planted {kind} copies not all flagged: {np.flatnonzero(~flags) + start}"
-        nearest = c.pix_nn_idx[start:start + len(images)]
+        nearest = c.pix_nn_idx[part]
         assert len(set(nearest.tolist())) == len(images)  # each copy found its own source image
         start += len(images)
+    crop85_rate = c.flags[start:].mean()
+    print(f"crop85_centre      flagged {crop85_rate:.0%} (pixel ratio alone {c.rule_pixel_ratio[start:].mean():.0%})")
+    assert crop85_rate >= 0.5  # rule (a) + pixel closeness is the safety net beyond the crop views
     assert honest_rate < 0.05
     # Rule (a) alone would flag a large share of honest samples: that is why it needs pixel closeness.
     assert c.rule_authenticity[:n].mean() > 0.3 > honest_rate
 
     report = write_audit_report(result, tmp_path / "audit_planted.json", tmp_path / "audit_planted.png")
-    assert report["counts"]["flagged"] == int(c.flags.sum()) >= 66
-    assert json.loads((tmp_path / "audit_planted.json").read_text())["data_copying"]["status"].startswith("not computed")
+    assert report["counts"]["flagged"] == int(c.flags.sum()) >= 66 + 6
+    written = json.loads((tmp_path / "audit_planted.json").read_text())
+    assert written["data_copying"]["status"].startswith("not computed")
 
 
 def test_nearest_real_is_the_source_for_every_planted_kind(faces, tiny) -> None:
