@@ -257,9 +257,13 @@ def provenance(cfg: EvaluateConfig) -> dict[str, Any]:
     """Git commit, data.dvc md5 and the resolved config: what the numbers were computed from."""
     import yaml
 
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=30,
-                                check=True).stdout.strip()
+        commit = git("rev-parse", "HEAD")
+        if git("status", "--porcelain", "--untracked-files=no"):
+            commit += " (with uncommitted changes)"
     except (OSError, subprocess.SubprocessError):
         commit = "unknown (not a git checkout)"
     data_md5 = f"unknown ({cfg.data_dvc} not found)"

@@ -73,14 +73,21 @@ def train_labels(restored_dir: Path) -> list[str]:
     return sorted({s.label for s in load_split(restored_dir, "train", role=ROLE)})
 
 
-def _fidelity(images: np.ndarray, name: str, judge: tuple[Any, dict, str] | None, batch: int) -> dict[str, Any] | None:
-    """Share of ``images`` the judge assigns to each of its classes; ``own`` = the generator's class (or None)."""
+def _fidelity(images: np.ndarray, name: str, real: list[str], judge: tuple[Any, dict, str] | None,
+              batch: int) -> dict[str, Any] | None:
+    """Share of ``images`` the judge assigns to each of its classes; ``own`` = the generator's class (or None).
+
+    None when the judge does not know every class of the generator (the sorter has no 'healthy'):
+    its answer would be forced onto classes the images cannot belong to.
+    """
     from acneops.classifiers import predict
 
     if judge is None:
         return None
     model, args, judge_name = judge
     labels = [str(x) for x in args["labels"]]
+    if not set(real) <= set(labels):
+        return None
     probs = predict(model, args, images, batch=batch)  # (N, C)
     top = probs.argmax(axis=1)
     shares = {c: float(np.mean(top == i)) for i, c in enumerate(labels)}
@@ -118,7 +125,7 @@ def generator_quality(name: str, checkpoint: Path, cfg: Any, extractor: Any,
         "seeds": [cfg.seed, cfg.seed + cfg.n_fake - 1],
         "real_labels": labels,
         "distribution": dist,
-        "fidelity": _fidelity(images, name, judge, cfg.batch),
+        "fidelity": _fidelity(images, name, labels, judge, cfg.batch),
         "curve": gan_curve(name, checkpoint, cfg),
     }
 

@@ -61,6 +61,16 @@ def scenario_table(classifiers: dict[str, dict[str, Any]], trained_on: dict[str,
     return md_table(header, rows)
 
 
+def per_class_table(classifiers: dict[str, dict[str, Any]], key: str = "f1") -> str:
+    """Per-class ``key`` (f1, recall, precision, specificity) of every scenario: scenario rows, class columns."""
+    columns: list[str] = []
+    for m in classifiers.values():
+        columns += [c for c in m.get("per_class", {}) if c not in columns]
+    rows = [[f"**{name}**"] + [fmt(classifiers[name].get("per_class", {}).get(c, {}).get(key)) for c in columns]
+            for name in _ordered(list(classifiers))]
+    return md_table([f"{key} per class"] + columns, rows)
+
+
 def generator_table(generators: dict[str, dict[str, Any]], feature: dict[str, Any],
                     real_labels: dict[str, list[str]] | None = None) -> str:
     """Per-generator quality (metrics.json ``generators``), FD and KD named by the feature space."""
@@ -109,6 +119,8 @@ def anonymity_table(anonymity: dict[str, dict[str, Any]], files: dict[str, dict[
 
 
 def _what_was_run(details: dict[str, Any]) -> list[str]:
+    import yaml
+
     prov = details.get("provenance", {})
     cfg = prov.get("config", {})
     feature = details.get("feature", {})
@@ -124,7 +136,11 @@ def _what_was_run(details: dict[str, Any]) -> list[str]:
     if details.get("sorter"):
         rows.append(["sorter", details["sorter"]["checkpoint"], details["sorter"]["sha256"][:12]])
     rows += [[f"generator `{g}`", e["checkpoint"], e["sha256"][:12]] for g, e in details.get("generators", {}).items()]
-    return lines + [md_table(["what", "file", "sha256"], rows), ""]
+    params = yaml.safe_dump({"evaluate": {k: v for k, v in cfg.items() if k != "audit"}, "audit": cfg.get("audit", {})},
+                            sort_keys=True, default_flow_style=None, width=110)
+    return lines + [md_table(["what", "file", "sha256"], rows), "",
+                    "<details><summary>params (evaluate, audit)</summary>", "", "```yaml", params.rstrip(), "```",
+                    "", "</details>", ""]
 
 
 def _classifier_section(details: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
@@ -138,7 +154,8 @@ def _classifier_section(details: dict[str, Any], metrics: dict[str, Any]) -> lis
              "Train-synthetic-test-real (TSTR: `synthetic`) against real-only and real + synthetic training, "
              "all scored on the same real test images.", "", scenario_table(cls, trained), "",
              f"Chance level: guessing uniformly among the {k} classes gives accuracy {fmt(chance['uniform'])}; "
-             f"always answering the majority class (`{chance['majority_class']}`) gives {fmt(chance['majority'])}."]
+             f"always answering the majority class (`{chance['majority_class']}`) gives {fmt(chance['majority'])}.",
+             "", per_class_table(cls, "f1"), ""]
     positives = {e["report"].get("positive") for e in details["classifiers"].values()} - {None}
     if positives:
         lines.append(f"Sensitivity / specificity are those of the positive class `{', '.join(sorted(positives))}`.")
@@ -201,14 +218,15 @@ def _images_section(details: dict[str, Any], reports_dir: Path) -> list[str]:
         if (reports_dir / e["confusion_png"]).is_file():
             lines += [f"### {name}", "", f"![confusion matrix of {name}]({e['confusion_png']})", ""]
     lines += ["## GAN training curves", ""]
+    missing = []
     for name, g in details.get("generators", {}).items():
         curve = g["curve"]
-        link = f"[stats.jsonl]({curve['stats_link']})"
         if curve.get("png") and (reports_dir / curve["png"]).is_file():
-            lines += [f"### {name}", "", f"![training curves of {name}]({curve['png']})", "", link, ""]
+            lines += [f"### {name}", "", f"![training curves of {name}]({curve['png']})", "",
+                      f"Data: [stats.jsonl]({curve['stats_link']}) (one line per tick).", ""]
         else:
-            lines += [f"- {name}: {curve.get('note', 'no curve')}"]
-    return lines + [""]
+            missing.append(f"- {name}: {curve.get('note', 'no curve')}")
+    return lines + missing + [""]
 
 
 def render_report(details: dict[str, Any], metrics: dict[str, Any], reports_dir: str | Path) -> str:

@@ -173,7 +173,8 @@ def test_forced_classifiers_give_exact_accuracy_confusion_and_fidelity(acne):
     assert metrics["class_fidelity"]["mild"] == {"mild": 1.0, "severe": 0.0}
     assert metrics["generators"]["mild"]["class_fidelity"] == 1.0
     assert metrics["generators"]["severe"]["class_fidelity"] == 0.0
-    assert "class_fidelity" not in metrics["generators"]["healthy"]  # the sorter has no healthy class
+    assert "class_fidelity" not in metrics["generators"]["healthy"]  # the sorter has no healthy class ...
+    assert set(metrics["class_fidelity"]) == {"mild", "severe", "all"}  # ... so no healthy row is forced onto acne
     cm = json.loads((acne["reports"] / "confusion_augmented.json").read_text())
     assert cm["labels"] == ["healthy", "mild", "severe"]
     assert cm["confusion_matrix"] == [[0, 0, 3], [0, 0, 2], [0, 0, 3]]
