@@ -68,7 +68,7 @@ class AuditConfig:
     seed: int = 0  # k-means seed (the only random step)
     max_pairs_png: int = 16  # closest synthetic|real pairs drawn in the report PNG
     png_tile: int = 96  # side of one image in the report PNG, px
-    block_size: int = 1024  # query rows per NN block (memory ~ block * n_real * 4 bytes per view)
+    block_size: int = 1024  # query rows per NN search block (memory ~ block * n_real * 12 bytes)
 
     def __post_init__(self) -> None:
         where = "params.yaml [audit]"

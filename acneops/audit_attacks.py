@@ -73,7 +73,9 @@ def nearest_neighbors(
     and resized...): the distance to reference j is the smallest distance to any of its views, so a
     mirrored or cropped copy matches its source. With ``exclude_self`` (queries are the references)
     each query's own row is excluded in every view: a leave-one-out search for the real-to-real
-    reference distances. Memory: about ``block_size * len(refs) * 8`` bytes per view.
+    reference distances. The search ranks in float32 (BLAS speed); the returned distances of the
+    selected pairs are recomputed in float64, so an exact copy has distance 0. Memory: about
+    ``block_size * len(refs) * 12`` bytes, plus the float32 copies of the views.
     """
     q = as_matrix(queries, "queries", dtype=np.float32)
     r = as_matrix(refs, "references", dtype=np.float32)
@@ -115,7 +117,7 @@ def _min_over_views(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Squared distances (Bq, N) to the closest view of each reference, and which view it was."""
     d2 = _sq_dists(q, views[0], views_sq[0])
-    which = np.zeros(d2.shape, dtype=np.int64)
+    which = np.zeros(d2.shape, dtype=np.int16)
     for v_id in range(1, len(views)):
         d2v = _sq_dists(q, views[v_id], views_sq[v_id])
         better = d2v < d2
@@ -130,7 +132,7 @@ def flip_pixel_vectors(pixels: np.ndarray, size: int) -> np.ndarray:
     if pixels.ndim != 2 or pixels.shape[1] != size * size * 3:
         raise AcneopsError(
             f"pixel vectors have shape {pixels.shape}, expected (N, {size * size * 3}) for pixel_size={size}; "
-            "pass the flipped vectors explicitly or fix audit.pixel_size"
+            "pass real_pixel_views explicitly or fix audit.pixel_size"
         )
     return pixels.reshape(-1, size, size, 3)[:, :, ::-1, :].reshape(pixels.shape[0], -1)
 

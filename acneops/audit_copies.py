@@ -230,7 +230,8 @@ def audit_copies(
       any other real image; an honest sample, even in a dense region, has d1/d2 near 1.
     - pixel_abs: d1 < ``pixel_copy_threshold`` x median: catches copies of a real image that has a
       near duplicate in the real set (d2 is then small too and the ratio test is blind).
-    - authenticity (Alaa et al. 2022): feature distance to the nearest real image below
+    - authenticity (Alaa et al. 2022, corrected: the real image's own NN distance is leave-one-out,
+      never the zero distance to itself): feature distance to the nearest real image below
       ``authenticity_ratio`` x that real image's distance to its own nearest other real image. Alone
       it fires for about half of an honest i.i.d. sample, so it only counts with pixel_close:
       d1 < ``authenticity_pixel_factor`` x median.
