@@ -26,20 +26,24 @@ from acneops.classifiers import create_classifier, model_args_for, read_checkpoi
 from acneops.cls_data import ImageDataset, eval_transform, train_transform
 from acneops.io import append_jsonl, read_jsonl, sha256_file, write_json, write_text
 
-RESUME_FREE_KEYS = ("epochs", "keep_last", "workers")  # config keys that may change between kill and resume
+RESUME_FREE_KEYS = ("epochs", "keep_last", "workers", "threads")  # config keys that may change between kill and resume
 
 
 @contextlib.contextmanager
-def deterministic(seed: int) -> Iterator[None]:
-    """Seed torch and switch on deterministic algorithms inside the block; restore both afterwards."""
-    was_det = torch.are_deterministic_algorithms_enabled()
+def deterministic(seed: int, threads: int = 0) -> Iterator[None]:
+    """Seed torch, switch on deterministic algorithms and set the CPU thread count (0: keep) inside
+    the block; restore all three afterwards."""
+    was_det, was_threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
     rng = torch.get_rng_state()
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
+    if threads:
+        torch.set_num_threads(threads)
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(was_det)
+        torch.set_num_threads(was_threads)
         torch.set_rng_state(rng)
 
 
@@ -80,11 +84,11 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> tupl
 
 
 def val_report(labels: Sequence[str], positive: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
-    """The shared classification report (acneops.metrics.classification) on class names."""
+    """The shared classification report (acneops.metrics.classification) of class indices into ``labels``."""
     from acneops.metrics.classification import classification_report
 
-    names = np.asarray(list(labels), dtype=object)
-    return classification_report(list(names[y_true]), list(names[y_pred]), list(labels), positive=positive or None)
+    return classification_report([int(v) for v in y_true], [int(v) for v in y_pred], list(labels),
+                                 positive=positive or None)
 
 
 def _loaders(cfg: Any, model_args: dict[str, Any], train_items: list, val_items: list) -> tuple[DataLoader, DataLoader, torch.Generator]:
@@ -149,7 +153,7 @@ def fit(cfg: Any, config: dict[str, Any], train_items: list, val_items: list) ->
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model_args = model_args_for(cfg.arch, len(cfg.labels), cfg.img_size, cfg.labels)
-    with deterministic(cfg.seed):
+    with deterministic(cfg.seed, cfg.threads):
         model = create_classifier(cfg.arch, len(cfg.labels), cfg.pretrained, cfg.img_size).to(device)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         train_dl, val_dl, gen = _loaders(cfg, model_args, train_items, val_items)
@@ -174,7 +178,7 @@ def fit(cfg: Any, config: dict[str, Any], train_items: list, val_items: list) ->
                 train_loss, train_acc = train_epoch(model, train_dl, opt, loss_fn, device, f"{cfg.name} epoch {epoch}/{cfg.epochs}")
                 report = val_report(cfg.labels, cfg.positive, *evaluate(model, val_dl, device))
                 record = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
-                          "val_acc": report["accuracy"], "val_macro_f1": report["macro_f1"],
+                          "val_acc": report["accuracy"], "val_macro_f1": report["macro"]["f1"],
                           "seconds": round(time.perf_counter() - t0, 3)}
                 score = record["val_macro_f1" if cfg.select_metric == "macro_f1" else "val_acc"]
                 common = {"model_args": model_args, "epoch": epoch, "config": config, "metrics": record}
@@ -208,7 +212,7 @@ def _final_report(cfg: Any, out: Path, val_dl: DataLoader, device: torch.device,
     report = {**report, "best_epoch": best_epoch, "select_metric": cfg.select_metric, "val_source": cfg.val_source}
     write_json(out / "val_metrics.json", report)
     save_confusion_matrix(report, out / "val_confusion.json", out / "val_confusion.png")
-    mlrun.log_metrics({"best_val_acc": report["accuracy"], "best_val_macro_f1": report["macro_f1"],
+    mlrun.log_metrics({"best_val_acc": report["accuracy"], "best_val_macro_f1": report["macro"]["f1"],
                        "best_epoch": best_epoch}, step=best_epoch)
     for name in ("val_metrics.json", "val_confusion.json", "val_confusion.png", "history.jsonl", "config.json"):
         mlrun.log_artifact(out / name, "classifier")

@@ -61,6 +61,7 @@ class TrainClassifierConfig:
     class_weighted_loss: bool = True  # weight cross-entropy by inverse class frequency of the train set
     seed: int = 0  # seeds init, shuffling, augmentation and the synthetic holdout
     workers: int = 0  # DataLoader worker processes (0 = load in the training process)
+    threads: int = 0  # torch CPU threads while training (0 = torch's default, one per core)
     keep_last: bool = False  # keep last.pt (optimizer + RNG state) after a finished run, to extend it later
 
     def __post_init__(self) -> None:
@@ -83,7 +84,7 @@ class TrainClassifierConfig:
         require(self.lr > 0 and self.weight_decay >= 0, f"{where}: lr must be > 0 and weight_decay >= 0")
         require(0 <= self.rotation_deg <= 180, f"{where}.rotation_deg: must be in [0, 180]")
         require(0 <= self.brightness < 1 and 0 <= self.hflip <= 1, f"{where}: brightness in [0, 1), hflip in [0, 1]")
-        require(self.workers >= 0, f"{where}.workers: must be >= 0")
+        require(self.workers >= 0 and self.threads >= 0, f"{where}: workers and threads must be >= 0")
         require(isinstance(self.pretrained, (bool, str)), f"{where}.pretrained: false, true or a file path")
 
     @property
@@ -123,7 +124,7 @@ class TrainClassifierResult:
     seconds: float  # wall time of this call
 
     def summary(self) -> str:
-        acc, f1 = self.val.get("accuracy"), self.val.get("macro_f1")
+        acc, f1 = self.val["accuracy"], self.val["macro"]["f1"]
         return (
             f"train_classifier@{self.name}: best epoch {self.best_epoch}, val accuracy {acc:.3f}, "
             f"macro-F1 {f1:.3f} on {self.counts['val']} images (train: {self.counts['train_real']} real, "

@@ -1,0 +1,233 @@
+"""Stage train_classifier on tiny restored/synthetic fixtures: outputs, split guard, sources, errors,
+determinism, resume, MLflow (real sqlite store in a temp dir)."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from acneops import train_classifier
+from acneops.config import ConfigError
+from acneops.errors import AcneopsError
+from acneops.train_classifier import config_from_params
+
+COLOURS = {"healthy": (200, 60, 60), "mild": (60, 200, 60), "moderate": (60, 60, 200), "severe": (200, 200, 60)}
+SIZE = 32  # px, network input in these tests
+
+
+def _write_folder(root: Path, counts: dict[str, int], seed: int, label_col: str = "label") -> list[dict]:
+    """PNG folder per class of noisy solid-colour images + manifest.csv (file relative to root)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for label, n in counts.items():
+        for i in range(n):
+            pixels = np.clip(np.array(COLOURS[label]) + rng.integers(-40, 41, (36, 36, 3)), 0, 255).astype(np.uint8)
+            rel = f"{label}/{i:03d}.png"
+            (root / label).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(root / rel)
+            rows.append({"file": rel, label_col: label})
+    _write_manifest(root / "manifest.csv", rows)
+    return rows
+
+
+def _write_manifest(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def make_restored(root: Path, labels=tuple(COLOURS), n_train: int = 5, n_val: int = 2) -> Path:
+    """restored/{train,val}/ with images; restored/test/manifest.csv names files that do not exist."""
+    _write_folder(root / "train", {k: n_train for k in labels}, seed=1)
+    _write_folder(root / "val", {k: n_val for k in labels}, seed=2)
+    (root / "test").mkdir(parents=True)
+    _write_manifest(root / "test" / "manifest.csv", [{"file": f"{k}/missing.png", "label": k} for k in labels])
+    return root
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("cls")
+    make_restored(root / "restored")
+    _write_folder(root / "synthetic", {k: 4 for k in COLOURS}, seed=3)
+    return {"restored": root / "restored", "synthetic": root / "synthetic", "root": root}
+
+
+@pytest.fixture(scope="module")
+def mlflow_uri(tmp_path_factory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+@pytest.fixture(autouse=True)
+def _env(mlflow_uri, tmp_path, monkeypatch) -> Path:
+    """Real MLflow store in a temp dir; every granted real-split read logged to access.jsonl."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+    monkeypatch.delenv("ACNEOPS_PARENT_RUN_ID", raising=False)
+    monkeypatch.setenv("ACNEOPS_ACCESS_LOG", str(tmp_path / "access.jsonl"))
+    return tmp_path / "access.jsonl"
+
+
+def params_for(data: dict[str, Path], out_root: Path, **defaults) -> dict:
+    section = {
+        "arch": "resnet18", "pretrained": False, "img_size": SIZE, "labels": list(COLOURS),
+        "restored_dir": str(data["restored"]), "out_dir": str(out_root / "{name}"),
+        "epochs": 2, "batch": 8, "lr": 1e-3, "seed": 0, "threads": 1,
+        "runs": {
+            "sorter": {"role": "sorter", "labels": ["mild", "moderate", "severe"]},
+            "synthetic": {"real_train": False, "synthetic_dir": str(data["synthetic"])},
+            "real": {},
+            "augmented": {"synthetic_dir": str(data["synthetic"]), "synthetic_per_class": 3},
+        },
+    }
+    section.update(defaults)
+    return {"train_classifier": section}
+
+
+def splits_read(log: Path) -> list[str]:
+    return [json.loads(line)["split"] for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def test_config_merges_run_over_defaults_and_rejects_bad_names(data, tmp_path):
+    params = params_for(data, tmp_path)
+    cfg = config_from_params(params, "sorter")
+    assert cfg.role == "sorter" and cfg.labels == ("mild", "moderate", "severe") and cfg.epochs == 2
+    assert cfg.out_path == tmp_path / "sorter"
+    with pytest.raises(ConfigError, match=r"unknown run 'nope'.*augmented"):
+        config_from_params(params, "nope")
+    with pytest.raises(ConfigError, match="needs a run name"):
+        config_from_params(params, None)
+    params["train_classifier"]["runs"]["real"] = {"epoch": 3}
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['epoch'\]"):
+        config_from_params(params, "real")
+
+
+def test_config_validates_values(data, tmp_path):
+    with pytest.raises(ConfigError, match="needs >= 75 px"):
+        config_from_params(params_for(data, tmp_path, arch="inception_resnet_v2"), "real")
+    with pytest.raises(ConfigError, match="role"):
+        config_from_params(params_for(data, tmp_path, role="evaluate"), "real")
+    with pytest.raises(ConfigError, match="synthetic_holdout needs synthetic_dir"):
+        config_from_params(params_for(data, tmp_path, val_source="synthetic_holdout"), "real")
+    with pytest.raises(ConfigError, match="pretrained"):
+        config_from_params(params_for(data, tmp_path, pretrained=3), "real")
+    cfg = config_from_params(params_for(data, tmp_path, pretrained="/w/resnet18.safetensors"), "real")
+    assert cfg.pretrained == "/w/resnet18.safetensors"
+
+
+def test_sorter_run_writes_its_trail_and_never_reads_test(data, tmp_path, _env, mlflow_uri):
+    cfg = config_from_params(params_for(data, tmp_path), "sorter")
+    result = train_classifier.run(cfg)
+    out = tmp_path / "sorter"
+    for name in ("best.pt", "history.jsonl", "val_metrics.json", "val_confusion.json", "val_confusion.png", "config.json"):
+        assert (out / name).is_file(), name
+    assert not (out / "last.pt").exists() and not list(out.glob("*.tmp"))
+    history = [json.loads(x) for x in (out / "history.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert set(history[0]) >= {"train_loss", "train_acc", "val_acc", "val_macro_f1"}
+    val = json.loads((out / "val_metrics.json").read_text())
+    assert val["labels"] == ["mild", "moderate", "severe"] and val["n"] == 6
+    assert val["best_epoch"] == result.best_epoch and "train_classifier@sorter" in result.summary()
+    assert result.counts == {"train_real": 15, "train_synthetic": 0, "val": 6}
+    ckpt = torch.load(out / "best.pt", weights_only=True)
+    assert ckpt["model_args"]["labels"] == ["mild", "moderate", "severe"] and ckpt["epoch"] == result.best_epoch
+    assert sorted(set(splits_read(_env))) == ["train", "val"]
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    runs = client.search_runs([client.get_experiment_by_name("acneops").experiment_id],
+                              filter_string="tags.`acneops.name` = 'sorter'")
+    assert runs[0].info.status == "FINISHED" and runs[0].data.params["role"] == "sorter"
+    assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "val_acc")] == [1, 2]
+    artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id, "classifier")}
+    assert "classifier/val_confusion.png" in artifacts
+
+
+def test_augmented_run_reads_real_and_capped_synthetic(data, tmp_path, _env):
+    result = train_classifier.run(config_from_params(params_for(data, tmp_path, epochs=1), "augmented"))
+    assert result.counts == {"train_real": 20, "train_synthetic": 12, "val": 8}
+    assert sorted(set(splits_read(_env))) == ["train", "val"]
+
+
+def test_synthetic_holdout_run_reads_no_real_image(data, tmp_path, _env):
+    params = params_for(data, tmp_path, epochs=1)
+    params["train_classifier"]["runs"]["synthetic"]["val_source"] = "synthetic_holdout"
+    result = train_classifier.run(config_from_params(params, "synthetic"))
+    assert result.counts == {"train_real": 0, "train_synthetic": 12, "val": 4}
+    assert splits_read(_env) == []
+
+
+def test_same_seed_gives_identical_weights_and_another_seed_does_not(data, tmp_path):
+    runs = {}
+    for key, seed in (("a", 0), ("b", 0), ("c", 1)):
+        cfg = config_from_params(params_for(data, tmp_path / key, epochs=1, seed=seed), "real")
+        train_classifier.run(cfg)
+        runs[key] = torch.load(cfg.out_path / "best.pt", weights_only=True)["model"]
+    assert all(torch.equal(runs["a"][k], runs["b"][k]) for k in runs["a"])
+    assert not torch.equal(runs["a"]["fc.weight"], runs["c"]["fc.weight"])
+
+
+def test_resume_from_last_equals_uninterrupted(data, tmp_path):
+    """A run stopped after epoch 1 (last.pt kept) and restarted gives the uninterrupted run's weights."""
+    full = config_from_params(params_for(data, tmp_path / "full", keep_last=True), "real")
+    train_classifier.run(full)
+    part = config_from_params(params_for(data, tmp_path / "part", keep_last=True, epochs=1), "real")
+    train_classifier.run(part)
+    resumed = train_classifier.run(dataclasses.replace(part, epochs=2))
+    assert resumed.epochs_run == 1
+    wf = torch.load(full.out_path / "last.pt", weights_only=True)
+    wr = torch.load(part.out_path / "last.pt", weights_only=True)
+    assert wr["epoch"] == 2 and all(torch.equal(wf["model"][k], wr["model"][k]) for k in wf["model"])
+    lines = (part.out_path / "history.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
+
+
+def test_label_absent_from_data_is_a_clear_error(data, tmp_path):
+    cfg = config_from_params(params_for(data, tmp_path, labels=["healthy", "mild", "scarring"]), "real")
+    with pytest.raises(AcneopsError, match=r"train[/\\]manifest.csv: no images of class\(es\) \['scarring'\]"):
+        train_classifier.run(cfg)
+
+
+def test_bad_synthetic_inputs_are_clear_errors(data, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    params = params_for(data, tmp_path)
+    params["train_classifier"]["runs"]["synthetic"]["synthetic_dir"] = str(empty)
+    with pytest.raises(AcneopsError, match=f"{empty}.*manifest missing"):
+        train_classifier.run(config_from_params(params, "synthetic"))
+    broken = tmp_path / "broken"
+    rows = _write_folder(broken, {"healthy": 2, "mild": 2}, seed=5)
+    rows[2]["file"] = "mild/gone.png"
+    _write_manifest(broken / "manifest.csv", rows)
+    params["train_classifier"]["runs"]["synthetic"]["synthetic_dir"] = str(broken)
+    params["train_classifier"]["labels"] = ["healthy", "mild"]
+    with pytest.raises(AcneopsError, match=r"row 3 \(line 4\) names file 'mild/gone.png'"):
+        train_classifier.run(config_from_params(params, "synthetic"))
+
+
+def test_synthetic_manifest_with_class_column_is_read(data, tmp_path):
+    from acneops.cls_data import synthetic_items
+
+    folder = tmp_path / "syn"
+    _write_folder(folder, {"mild": 3, "severe": 2}, seed=7, label_col="class")
+    items = synthetic_items(folder, ["mild", "severe"], per_class=2)
+    assert [(it.path.name, it.label) for it in items] == [("000.png", "mild"), ("001.png", "mild"),
+                                                         ("000.png", "severe"), ("001.png", "severe")]
+
+
+def test_stage_runs_from_a_params_file(data, tmp_path, monkeypatch):
+    """The path DVC takes: params.yaml -> acneops.stages.run_stage('train_classifier', name)."""
+    from acneops.stages import run_stage
+
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params_for(data, tmp_path, epochs=1)))
+    result = run_stage("train_classifier", "real", path)
+    assert (tmp_path / "real" / "best.pt").is_file() and result.best_epoch == 1
