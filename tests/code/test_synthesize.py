@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -192,7 +193,6 @@ def test_exact_copies_are_dropped_even_with_the_audit_disabled(fixture_root: Pat
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """The exact-pixel guard does not depend on the audit thresholds: plant one verbatim real image."""
     from acneops import generate as gen
-    from acneops.audit_copies import CopyAudit
 
     real = synthesize.load_real_train(fixture_root / "datasets" / "restored")
     honest = gen.generate
@@ -207,7 +207,7 @@ def test_exact_copies_are_dropped_even_with_the_audit_disabled(fixture_root: Pat
 
     def no_flags(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         result = real_audit_copies(*args, **kwargs)
-        return CopyAudit(**{**result.__dict__, "flags": np.zeros_like(result.flags)})
+        return dataclasses.replace(result, flags=np.zeros_like(result.flags))
 
     from acneops import audit as audit_mod
     real_audit_copies = audit_mod.audit_copies
