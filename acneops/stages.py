@@ -25,7 +25,24 @@ def stage_module(stage: str) -> Any:
 
 
 def run_stage(stage: str, name: str | None = None, params_path: str | Path = "params.yaml") -> Any:
-    """Build the stage's config from params (section ``stage``, foreach item ``name``) and run it."""
+    """Build the stage's config from params (section ``stage``, foreach item ``name``) and run it.
+
+    Every run is an MLflow run (acneops.tracking): the resolved config as params, lineage tags, and the
+    result's ``metrics()`` and ``artifacts()`` when it has them. Stages that track themselves (training
+    loops that log per tick/epoch and resume their run) set ``TRACKS_ITSELF = True`` and are called directly.
+    """
     module = stage_module(stage)
     cfg = module.config_from_params(load_params(params_path), name)
-    return module.run(cfg)
+    if getattr(module, "TRACKS_ITSELF", False):
+        return module.run(cfg)
+    from acneops.config import to_dict
+    from acneops.tracking import start_run
+
+    with start_run(stage, name, to_dict(cfg)) as run:
+        result = module.run(cfg)
+        metrics = result.metrics() if hasattr(result, "metrics") else {}
+        if metrics:
+            run.log_metrics(metrics, step=0)
+        for path in result.artifacts() if hasattr(result, "artifacts") else []:
+            run.log_artifact(path)
+    return result
