@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import os
 import time
 import warnings
 from pathlib import Path
@@ -64,7 +65,10 @@ class SynthesizeConfig:
     out_dir: Path = Path("datasets/synthetic")  # <class>/<class>_seed<seed>.png + manifest.csv
     report_path: Path = Path("reports/synthesize.json")  # per-class counts; audit reports go beside it
     restored_dir: Path = Path("datasets/restored")  # real TRAIN split read for the anonymity audit
-    psi: float = 1.0  # truncation psi in (0, 1]; 1 = none (a DCGAN generator needs 1)
+    # truncation psi in (0, 1]; 1 = none: the classifiers trained on these images need the full diversity
+    # (truncation raises FID-style fidelity but lowers Classification Accuracy Score, Ravuri & Vinyals 2019);
+    # a DCGAN generator has no truncation and needs 1
+    psi: float = 1.0
     seed: int = 0  # base seed in [0, MAX_SEED]: class k uses seed*1e7 + k*1e6 + i
     batch: int = 32  # generation batch, images
     audit_extractor: str = "domain"  # audit feature space: domain | tiny | inception
@@ -87,7 +91,8 @@ class SynthesizeConfig:
                     f"{w}: class name '{cls}' must be letters, digits, '_' or '-' (it names a folder)")
         cap = TOPUP_OFFSET // (OVERSAMPLE_MAX * max(1, self.max_rounds))
         for cls, n in self.counts.items():
-            require(1 <= n <= cap, f"{w}.counts.{cls} must be in [1, {cap}] (seed range per class), got {n}")
+            require(1 <= n <= cap, f"{w}.counts.{cls} must be in [1, {cap}] (the seed range of a class with "
+                    f"max_rounds={self.max_rounds}), got {n}")
         require(0 <= self.seed <= MAX_SEED, f"{w}.seed must be in [0, {MAX_SEED}], got {self.seed}")
         require(0 < self.psi <= 1, f"{w}.psi must be in (0, 1] (1 = no truncation), got {self.psi}")
         require(self.batch >= 1, f"{w}.batch must be >= 1, got {self.batch}")
@@ -189,7 +194,7 @@ def load_real_train(restored_dir: Path) -> RealTrain:
             raise StageError(f"{s.path}: {im.shape[1]}x{im.shape[0]} px but {samples[0].path} is "
                              f"{images[0].shape[1]}x{images[0].shape[0]}; restored images share one size, "
                              "re-run `dvc repro restore`")
-    names = tuple(str(Path(s.path).relative_to(restored_dir)) for s in samples)
+    names = tuple(os.path.relpath(s.path, restored_dir) for s in samples)
     exact = frozenset(_digest(im) for img in images for im in (img, img[:, ::-1]))
     return RealTrain(np.stack(images), names, exact)
 
@@ -364,6 +369,11 @@ class SynthesizeResult:
             out[f"total/{key}"] = float(sum(r[key] for r in self.classes.values()))
         out["total/flag_rate"] = out["total/flagged"] / max(out["total/generated"], 1.0)
         return out
+
+    def artifacts(self) -> list[Path]:
+        """Files for the tracking run: the stage report and each class's audit report and pairs PNG."""
+        audits = [Path(r["audit"]["report"]) for r in self.classes.values()]
+        return [self.report_path] + [p for a in audits for p in (a, a.with_suffix(".png"))]
 
     def summary(self) -> str:
         parts = ", ".join(f"{c}={r['exported']}/{r['requested']} ({r['flagged']} flagged)"

@@ -282,3 +282,30 @@ def test_previous_dataset_survives_a_failed_run(fixture_root: Path, tmp_path: Pa
     with pytest.raises(StageError, match="restored manifest missing"):
         synthesize.run(synthesize.config_from_params(broken))
     assert file_hashes(tmp_path / "synthetic") == before
+
+
+def test_runs_through_the_shared_stage_runner(fixture_root: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """`acneops run synthesize`, dvc.yaml and Prefect all go through stages.run_stage with params.yaml,
+    which logs the result's metrics and artifacts to MLflow (a real store in a temp dir)."""
+    import yaml
+    from mlflow import MlflowClient
+
+    from acneops.stages import run_stage
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("ACNEOPS_PARENT_RUN_ID", raising=False)
+
+    params = make_params(fixture_root, counts={"healthy": 2, "mild": 2})
+    params["synthesize"]["out_dir"] = str(tmp_path / "synthetic")
+    params["synthesize"]["report_path"] = str(tmp_path / "reports" / "synthesize.json")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = run_stage("synthesize", None, tmp_path / "params.yaml")
+    assert "exported healthy=2/2" in result.summary()
+    assert len(read_csv(tmp_path / "synthetic" / "manifest.csv")) == 4
+    runs = MlflowClient(uri).search_runs([e.experiment_id for e in MlflowClient(uri).search_experiments()])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert runs[0].data.metrics["total/exported"] == 4.0 and runs[0].data.metrics["mild/flag_rate"] == 0.0
+    logged = {a.path for a in MlflowClient(uri).list_artifacts(runs[0].info.run_id)}
+    assert {"synthesize.json", "audit_synthesize_healthy.json", "audit_synthesize_mild.png"} <= logged
