@@ -109,10 +109,10 @@ def mean_across_ranks(dist: Dist):
     return mean
 
 
-def all_equal(value: str, dist: Dist) -> bool:
-    """True when every rank passes the same string (used to check replicas stay identical)."""
+def gather_strings(value: str, dist: Dist) -> list[str]:
+    """Every rank's ``value``, in rank order (used to check the replicas stay identical)."""
     if not dist.active:
-        return True
+        return [value]
     values: list[str | None] = [None] * dist.world
     torch.distributed.all_gather_object(values, value)
-    return all(v == values[0] for v in values)
+    return [str(v) for v in values]

@@ -61,6 +61,17 @@ def step_seed(seed: int, step: int, rank: int = 0) -> int:
     return ((seed * 1_000_003 + step) * 1_009 + rank) % (2 ** 63)
 
 
+def seed_all(seed: int, rank: int) -> None:
+    """Seed every global RNG at the start of a run (NVIDIA seeds numpy and torch with seed * world + rank)."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed * 1_009 + rank)
+    np.random.seed((seed * 1_009 + rank) % (2 ** 32))
+    torch.manual_seed(seed * 1_009 + rank)
+
+
 def model_args(cfg: TrainGanConfig) -> dict[str, dict[str, Any]]:
     """Constructor kwargs of G and D (stored in every checkpoint)."""
     if cfg.family == "dcgan":
