@@ -235,7 +235,7 @@ def state_dict(state: TrainState, cfg: TrainGanConfig) -> dict[str, Any]:
         "format": ckpt_io.FORMAT,
         "family": cfg.family,
         "model": {k: getattr(state, k).state_dict() for k in ("G", "D", "G_ema")},
-        "model_args": model_args(cfg),
+        "model_args": {"G": dict(state.G.model_args), "D": dict(state.D.model_args)},
         "step": state.step,
         "cur_nimg": state.cur_nimg,
         "config": cfg.to_dict(),
@@ -265,7 +265,8 @@ def load_state(state: TrainState, ckpt: dict[str, Any]) -> None:
 def transfer(state: TrainState, cfg: TrainGanConfig, path: str) -> None:
     """Transfer learning: G, D and G_ema weights from a base checkpoint; optimizer and counters stay fresh."""
     base = ckpt_io.load(path)
-    ckpt_io.check_same_architecture(base, cfg.family, model_args(cfg), f"train_gan.resume_from {path}")
+    ours = {"G": dict(state.G.model_args), "D": dict(state.D.model_args)}
+    ckpt_io.check_same_architecture(base, cfg.family, ours, f"train_gan.resume_from {path}")
     for key in ("G", "D", "G_ema"):
         getattr(state, key).load_state_dict(base["model"][key])
 

@@ -80,9 +80,14 @@ class GanLoss:
         """Gmain: non-saturating loss softplus(-D(G(z))), i.e. maximise D's logits for fakes."""
         img, _ = self.run_G(z, update_emas=True)
         logits = self.run_D(img)
-        loss = F.softplus(-logits)
-        loss.mean().mul(gain).backward()
-        return {"loss_G": loss.detach().mean(), "scores_fake": logits.detach().mean()}
+        if self.family == "dcgan":
+            from acneops.dcgan import bce_g_loss
+
+            loss = bce_g_loss(logits)  # == mean softplus(-logits)
+        else:
+            loss = F.softplus(-logits).mean()
+        loss.mul(gain).backward()
+        return {"loss_G": loss.detach(), "scores_fake": logits.detach().mean()}
 
     def g_pl(self, z: Tensor, gain: float) -> dict[str, Tensor]:
         """Greg: path length penalty (|J_w^T y| - a)^2 on a shrunk minibatch, y ~ N(0, I) / sqrt(H*W)."""
@@ -107,10 +112,15 @@ class GanLoss:
             fake, _ = self.run_G(z, update_emas=True)
         fake_logits = self.run_D(fake)
         real_logits = self.run_D(real)
-        loss_fake, loss_real = F.softplus(fake_logits), F.softplus(-real_logits)
-        (loss_fake.mean() + loss_real.mean()).mul(gain).backward()
+        if self.family == "dcgan":
+            from acneops.dcgan import bce_d_loss
+
+            loss = bce_d_loss(real_logits, fake_logits)  # == mean softplus(-real) + mean softplus(fake)
+        else:
+            loss = F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
+        loss.mul(gain).backward()
         stats = {
-            "loss_D": loss_fake.detach().mean() + loss_real.detach().mean(),
+            "loss_D": loss.detach(),
             "scores_real": real_logits.detach().mean(),
             "scores_fake_D": fake_logits.detach().mean(),
         }
