@@ -46,13 +46,8 @@ OVERSAMPLE_MAX = 4  # a top-up round generates at most this many images per miss
 EXTRACTORS = ("domain", "tiny", "inception")
 
 
-def _default_generators() -> dict[str, Path]:
-    return {"healthy": Path("models/gan/base/final.pt"), "mild": Path("models/gan/mild/final.pt"),
-            "moderate": Path("models/gan/moderate/final.pt"), "severe": Path("models/gan/severe/final.pt")}
-
-
-def _default_counts() -> dict[str, int]:
-    return {"healthy": 150, "mild": 150, "moderate": 150, "severe": 150}
+DEFAULT_GENERATORS = {"healthy": "models/gan/base/final.pt", "mild": "models/gan/mild/final.pt",
+                      "moderate": "models/gan/moderate/final.pt", "severe": "models/gan/severe/final.pt"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,8 +55,10 @@ class SynthesizeConfig:
     """Params section ``synthesize`` (+ the top-level ``audit`` section as ``audit``)."""
 
     # class -> generator checkpoint; the order is the class index of the seed ranges
-    generators: dict[str, Path] = dataclasses.field(default_factory=_default_generators)
-    counts: dict[str, int] = dataclasses.field(default_factory=_default_counts)  # class -> images exported, count
+    generators: dict[str, Path] = dataclasses.field(
+        default_factory=lambda: {c: Path(p) for c, p in DEFAULT_GENERATORS.items()})
+    counts: dict[str, int] = dataclasses.field(  # class -> images exported, count
+        default_factory=lambda: dict.fromkeys(DEFAULT_GENERATORS, 150))
     out_dir: Path = Path("datasets/synthetic")  # <class>/<class>_seed<seed>.png + manifest.csv
     report_path: Path = Path("reports/synthesize.json")  # per-class counts; audit reports go beside it
     restored_dir: Path = Path("datasets/restored")  # real TRAIN split read for the anonymity audit
@@ -252,6 +249,7 @@ class ClassOutcome:
     rounds: int  # extra rounds used after the first
     audit: AuditResult  # audit of all candidates
     export: np.ndarray  # indices of the exported candidates (the first `requested` unflagged)
+    seconds: dict[str, float]  # wall time of generation and audit, s
 
     @property
     def shortfall(self) -> int:
@@ -285,10 +283,15 @@ def synthesize_class(cfg: SynthesizeConfig, cls: str, info: GeneratorInfo, real:
     k, count = cfg.classes.index(cls), cfg.counts[cls]
     seeds = class_seeds(cfg.seed, k, 0, count)
     new, parts, used_topup, rnd = seeds, [], 0, 0
+    clock = {"generate": 0.0, "audit": 0.0}  # seconds
     while True:
+        t0 = time.perf_counter()
         parts.append(generate_images(info.path, new, cfg.psi, cfg.batch, f"synthesize {cls} round {rnd}"))
         images = np.concatenate(parts)
+        t1 = time.perf_counter()
         result, exact = _audit(cfg, cls, seeds, images, real, extractor)
+        clock["generate"] += t1 - t0
+        clock["audit"] += time.perf_counter() - t1
         flags = result.copy.flags | exact
         passed = np.flatnonzero(~flags)
         need = count - len(passed)
@@ -300,7 +303,8 @@ def synthesize_class(cfg: SynthesizeConfig, cls: str, info: GeneratorInfo, real:
         used_topup, rnd = used_topup + n_new, rnd + 1
         seeds = seeds + new
     return ClassOutcome(cls=cls, requested=count, seeds=seeds, images=images, flags=flags, exact=exact,
-                        rounds=rnd, audit=result, export=passed[:count])
+                        rounds=rnd, audit=result, export=passed[:count],
+                        seconds={k: round(v, 2) for k, v in clock.items()})
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -342,7 +346,7 @@ def class_report(o: ClassOutcome, info: GeneratorInfo, audit_json: Path) -> dict
         "flagged_exact_pixels": int(o.exact.sum()), "rounds": o.rounds,
         "seeds": {"first_round": [o.seeds[0], o.seeds[o.requested - 1]], "topup_generated": generated - o.requested},
         "generator": str(info.path), "generator_sha256": info.sha256, "family": info.family,
-        "resolution": info.resolution,
+        "resolution": info.resolution, "seconds": o.seconds,
         "audit": {"summary": o.audit.summary(), "report": str(audit_json), "rates": audit["rates"],
                   "reference": audit["reference"], "feature_space": audit["feature_space"]},
     }
