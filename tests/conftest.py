@@ -1,0 +1,15 @@
+"""Test-wide isolation: no test writes into the repository's MLflow store or the user's Prefect home."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _isolated_tracking(tmp_path_factory, monkeypatch):
+    """Point MLflow at a fresh temp sqlite store and Prefect at a temp home for every test."""
+    root = tmp_path_factory.mktemp("tracking")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    monkeypatch.setenv("PREFECT_HOME", str(root / "prefect"))
+    monkeypatch.delenv("ACNEOPS_PARENT_RUN_ID", raising=False)
+    monkeypatch.delenv("ACNEOPS_ACCESS_LOG", raising=False)
