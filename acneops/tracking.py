@@ -11,7 +11,9 @@ Run lifecycle (what a person reading the MLflow UI can rely on):
 - the run ends FINISHED on success and FAILED on an exception, Ctrl-C or SIGTERM;
 - a run killed without a chance to clean up (SIGKILL, power loss) stays RUNNING until the next new
   (non-resume) run of the same stage and name starts, which marks it FAILED;
-- with ``ACNEOPS_PARENT_RUN_ID`` set (the pipeline flow sets it) the run is nested under that run.
+- with ``ACNEOPS_PARENT_RUN_ID`` set (the pipeline flow sets it) the run is nested under that run;
+- every open (new or resumed) sets the lineage tags of acneops.lineage (git commit, data md5,
+  config hash, sha256 of named inputs).
 
 mlflow is imported inside the functions, so importing this module is free.
 """
@@ -224,7 +226,9 @@ def start_run(
     status = "FAILED"
     try:
         with _sigterm_as_exit():
-            run.set_tags({"acneops.resumed": resumed})
+            from acneops.lineage import lineage_tags
+
+            run.set_tags({"acneops.resumed": resumed, **lineage_tags(repo_root(), stage, name, config)})
             run.log_params(config)
             yield run
         status = "FINISHED"

@@ -40,6 +40,7 @@ AUGMENT_PRESETS = {
 }
 AUGMENT_TRANSFORMS = AUGMENT_PRESETS["bgc"]
 STYLEGAN_ONLY = {"r1_gamma": 0.0, "pl_weight": 0.0, "style_mixing": 0.0}  # neutral values for dcgan
+TRACKS_ITSELF = True  # acneops.stages.run_stage: this stage opens (and resumes) its own MLflow run, rank 0 only
 RESUMABLE_CHANGES = {"total_kimg", "snapshot_kimg", "tick_kimg", "workers", "grid_seeds", "truncation_psi"}
 
 
