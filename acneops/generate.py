@@ -1,10 +1,15 @@
 """Generation API shared by every stage that samples a trained generator.
 
-``generate(checkpoint, seeds)`` returns uint8 images (N, H, W, 3). Image ``i`` depends only on
+``generate(checkpoint, seeds)`` returns uint8 images (N, H, W, 3). Image ``i`` is a function of
 ``seeds[i]`` (its z is ``np.random.RandomState(seed).randn(z_dim)``, as NVIDIA's gen_images.py
-draws it) and on psi / noise_mode, never on the batch size or on the other seeds: with
-``noise_mode='const'`` (the default) the per-layer noise is the generator's fixed buffers; with
-``'random'`` each image's noise comes from a torch.Generator seeded with its own seed.
+draws it), psi and noise_mode, not of the other seeds: with ``noise_mode='const'`` (the default) the
+per-layer noise is the generator's fixed buffers; with ``'random'`` each image's noise comes from
+the torch RNG seeded with its own seed (on a forked RNG, the caller's state is untouched).
+
+Bit-exactness: the same call gives the same bytes on the same machine. Generating the same seed in
+a batch of another size can move a rare pixel by one grey level: the BLAS library picks its GEMM
+kernel by matrix shape, so the mapping and style affine layers round differently for other batch
+sizes (the grouped convolutions do not); per-image generation would avoid that at 3-4x the cost.
 """
 
 from __future__ import annotations
@@ -90,7 +95,7 @@ def load_generator(path: str | Path, device: str = "cpu") -> tuple["torch.nn.Mod
 
 def generate(checkpoint: str | Path, seeds: Iterable[int], psi: float = 1.0, batch: int = 32,
              noise_mode: str = "const", device: str = "cpu") -> np.ndarray:
-    """uint8 images (N, H, W, 3) from the G_ema of ``checkpoint``, one per seed, deterministic per seed."""
+    """uint8 images (N, H, W, 3) from the G_ema of ``checkpoint``, one per seed, ``batch`` at a time."""
     seeds = [int(s) for s in seeds]
     if batch < 1:
         raise AcneopsError(f"generate: batch must be >= 1, got {batch}")
