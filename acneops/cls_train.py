@@ -11,6 +11,8 @@ as an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -126,8 +128,6 @@ def _start_fresh(out: Path) -> None:
 def _truncate_history(out: Path, epoch: int) -> None:
     """Keep the history lines of epochs <= ``epoch`` (a kill may leave a line past the last checkpoint)."""
     lines = [r for r in read_jsonl(out / "history.jsonl") if r["epoch"] <= epoch]
-    import json
-
     write_text(out / "history.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in lines))
 
 
@@ -147,54 +147,85 @@ def _lineage_tags(cfg: Any, train_items: list) -> dict[str, Any]:
     return tags
 
 
-def fit(cfg: Any, config: dict[str, Any], train_items: list, val_items: list) -> tuple[int, dict[str, Any], int]:
-    """Train, keep best.pt by ``cfg.select_metric`` on validation; return (best epoch, val report, epochs run)."""
-    out = cfg.out_path
-    out.mkdir(parents=True, exist_ok=True)
+@dataclasses.dataclass
+class Session:
+    """Everything one training run works on (built once, then passed to the per-epoch steps)."""
+
+    cfg: Any  # TrainClassifierConfig
+    config: dict[str, Any]  # cfg as plain data (stored in every checkpoint)
+    model_args: dict[str, Any]  # acneops.classifiers.model_args_for
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    loss_fn: nn.Module
+    train_dl: DataLoader
+    val_dl: DataLoader
+    gen: torch.Generator  # shuffling RNG of train_dl
+    device: torch.device
+    out: Path  # output folder
+
+
+def _session(cfg: Any, config: dict[str, Any], train_items: list, val_items: list) -> Session:
+    """Model (seeded init), Adam, loss (class-weighted if asked) and loaders of a run."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model_args = model_args_for(cfg.arch, len(cfg.labels), cfg.img_size, cfg.labels)
+    model = create_classifier(cfg.arch, len(cfg.labels), cfg.pretrained, cfg.img_size).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    weights = class_weights(cfg.labels, [it.label for it in train_items]).to(device) if cfg.class_weighted_loss else None
+    train_dl, val_dl, gen = _loaders(cfg, model_args, train_items, val_items)
+    return Session(cfg, config, model_args, model, opt, nn.CrossEntropyLoss(weight=weights),
+                   train_dl, val_dl, gen, device, cfg.out_path)
+
+
+def _begin(s: Session) -> tuple[int, dict[str, Any], str | None]:
+    """Resume from last.pt of the same config, or clear the old trail; return (first epoch, best, MLflow run id)."""
+    state = _resume_state(s.out, s.config)
+    if state is None:
+        _start_fresh(s.out)
+        write_json(s.out / "config.json", s.config)
+        return 1, {"epoch": 0, "score": -1.0}, None
+    s.model.load_state_dict(state["model"])
+    s.opt.load_state_dict(state["optim"])
+    torch.set_rng_state(state["rng"]["torch"])
+    s.gen.set_state(state["rng"]["loader"])
+    _truncate_history(s.out, state["epoch"])
+    return state["epoch"] + 1, state["best"], state.get("mlflow_run_id")
+
+
+def _epoch(s: Session, epoch: int, best: dict[str, Any], mlrun: Any) -> dict[str, Any]:
+    """Train one epoch, validate, write best.pt (if better), history, last.pt, MLflow; return the best so far."""
+    cfg, t0 = s.cfg, time.perf_counter()
+    train_loss, train_acc = train_epoch(s.model, s.train_dl, s.opt, s.loss_fn, s.device,
+                                        f"{cfg.name} epoch {epoch}/{cfg.epochs}")
+    report = val_report(cfg.labels, cfg.positive, *evaluate(s.model, s.val_dl, s.device))
+    record = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_acc": report["accuracy"],
+              "val_macro_f1": report["macro"]["f1"], "seconds": round(time.perf_counter() - t0, 3)}
+    score = record["val_macro_f1" if cfg.select_metric == "macro_f1" else "val_acc"]
+    common = {"model_args": s.model_args, "epoch": epoch, "config": s.config, "metrics": record}
+    if score > best["score"]:  # ties keep the earlier epoch
+        best = {"epoch": epoch, "score": score}
+        save_checkpoint(s.out / "best.pt", s.model, **common)
+    append_jsonl(s.out / "history.jsonl", record)
+    save_checkpoint(s.out / "last.pt", s.model, **common, optim=s.opt.state_dict(), best=best,
+                    rng={"torch": torch.get_rng_state(), "loader": s.gen.get_state()}, mlflow_run_id=mlrun.run_id)
+    mlrun.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=epoch)
+    tqdm.write(f"{cfg.name} epoch {epoch}: loss {train_loss:.4f} train acc {train_acc:.3f} "
+               f"val acc {record['val_acc']:.3f} val macro-F1 {record['val_macro_f1']:.3f}")
+    return best
+
+
+def fit(cfg: Any, config: dict[str, Any], train_items: list, val_items: list) -> tuple[int, dict[str, Any], int]:
+    """Train, keep best.pt by ``cfg.select_metric`` on validation; return (best epoch, val report, epochs run)."""
+    cfg.out_path.mkdir(parents=True, exist_ok=True)
     with deterministic(cfg.seed, cfg.threads):
-        model = create_classifier(cfg.arch, len(cfg.labels), cfg.pretrained, cfg.img_size).to(device)
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        train_dl, val_dl, gen = _loaders(cfg, model_args, train_items, val_items)
-        state = _resume_state(out, config)
-        if state is None:
-            _start_fresh(out)
-            write_json(out / "config.json", config)
-            start, best, run_id = 1, {"epoch": 0, "score": -1.0}, None
-        else:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optim"])
-            torch.set_rng_state(state["rng"]["torch"])
-            gen.set_state(state["rng"]["loader"])
-            start, best, run_id = state["epoch"] + 1, state["best"], state.get("mlflow_run_id")
-            _truncate_history(out, state["epoch"])
-        weights = class_weights(cfg.labels, [it.label for it in train_items]) if cfg.class_weighted_loss else None
-        loss_fn = nn.CrossEntropyLoss(weight=weights.to(device) if weights is not None else None)
+        s = _session(cfg, config, train_items, val_items)
+        start, best, run_id = _begin(s)
         with tracking.start_run("train_classifier", cfg.name, config, run_id=run_id,
                                 tags=_lineage_tags(cfg, train_items)) as mlrun:
             for epoch in range(start, cfg.epochs + 1):
-                t0 = time.perf_counter()
-                train_loss, train_acc = train_epoch(model, train_dl, opt, loss_fn, device, f"{cfg.name} epoch {epoch}/{cfg.epochs}")
-                report = val_report(cfg.labels, cfg.positive, *evaluate(model, val_dl, device))
-                record = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
-                          "val_acc": report["accuracy"], "val_macro_f1": report["macro"]["f1"],
-                          "seconds": round(time.perf_counter() - t0, 3)}
-                score = record["val_macro_f1" if cfg.select_metric == "macro_f1" else "val_acc"]
-                common = {"model_args": model_args, "epoch": epoch, "config": config, "metrics": record}
-                if score > best["score"]:
-                    best = {"epoch": epoch, "score": score}
-                    save_checkpoint(out / "best.pt", model, **common)
-                append_jsonl(out / "history.jsonl", record)
-                save_checkpoint(out / "last.pt", model, **common, optim=opt.state_dict(), best=best,
-                                rng={"torch": torch.get_rng_state(), "loader": gen.get_state()},
-                                mlflow_run_id=mlrun.run_id)
-                mlrun.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=epoch)
-                tqdm.write(f"{cfg.name} epoch {epoch}: loss {train_loss:.4f} train acc {train_acc:.3f} "
-                           f"val acc {record['val_acc']:.3f} val macro-F1 {record['val_macro_f1']:.3f}")
-            val = _final_report(cfg, out, val_dl, device, best["epoch"], mlrun)
+                best = _epoch(s, epoch, best, mlrun)
+            val = _final_report(cfg, s.out, s.val_dl, s.device, best["epoch"], mlrun)
     if not cfg.keep_last:
-        (out / "last.pt").unlink(missing_ok=True)
+        (s.out / "last.pt").unlink(missing_ok=True)
     return best["epoch"], val, max(0, cfg.epochs + 1 - start)
 
 
