@@ -82,6 +82,23 @@ def test_pretrained_true_unreachable_hub_fails_fast(monkeypatch, tmp_path):
     assert time.perf_counter() - start < 10
 
 
+def test_pretrained_true_offline_uses_weights_already_in_the_hub_cache(monkeypatch, tmp_path):
+    """A hub cache copied from a connected machine serves `pretrained: true` without any network."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(3)
+    source = timm.create_model("resnet18", num_classes=1000)
+    repo = tmp_path / "hub" / "models--timm--resnet18.tv_in1k"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    save_file(source.state_dict(), str(repo / "snapshots" / ("0" * 40) / "model.safetensors"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    model = create_classifier("resnet18", 4, pretrained=True)
+    assert torch.equal(model.state_dict()["conv1.weight"], source.state_dict()["conv1.weight"])
+
+
 def test_pretrained_true_without_published_weights_says_so():
     with pytest.raises(AcneopsError, match="no pretrained weights for resnetv2_152"):
         classifiers.hub_weights_file("resnetv2_152")
