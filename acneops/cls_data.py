@@ -37,7 +37,10 @@ class Item:
 
 def real_items(restored_dir: Path, split: str, role: str, labels: Sequence[str]) -> list[Item]:
     """The restored real images of ``split`` in ``labels``, read through the split guard."""
-    samples = load_split(restored_dir, split, role=role, labels=tuple(labels))
+    try:
+        samples = load_split(restored_dir, split, role=role, labels=tuple(labels))
+    except FileNotFoundError as exc:  # the manifest itself is missing: an input problem, not a bug
+        raise StageError(str(exc)) from exc
     items = [Item(Path(s.path), s.label, "real") for s in samples]
     where = Path(restored_dir) / split / MANIFEST
     check_labels_present(items, labels, str(where))

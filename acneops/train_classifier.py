@@ -102,7 +102,10 @@ def config_from_params(params: dict[str, Any], name: str | None) -> TrainClassif
         raise ConfigError(f"{SECTION} needs a run name: `acneops run {SECTION} --name X`, X in {sorted(runs)}")
     if name not in runs:
         raise ConfigError(f"params.yaml [{SECTION}.runs]: unknown run '{name}'; defined runs: {sorted(runs)}")
-    values.update(runs[name] or {})
+    overrides = runs[name] or {}
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"params.yaml [{SECTION}.runs.{name}]: must be a mapping of keys to override, got {overrides!r}")
+    values.update(overrides)
     values["name"] = name
     pretrained = values.pop("pretrained", False)
     if pretrained is None or not isinstance(pretrained, (bool, str)):

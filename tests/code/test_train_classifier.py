@@ -194,6 +194,9 @@ def test_label_absent_from_data_is_a_clear_error(data, tmp_path):
     cfg = config_from_params(params_for(data, tmp_path, labels=["healthy", "mild", "scarring"]), "real")
     with pytest.raises(AcneopsError, match=r"train[/\\]manifest.csv: no images of class\(es\) \['scarring'\]"):
         train_classifier.run(cfg)
+    cfg = config_from_params(params_for(data, tmp_path, restored_dir=str(tmp_path / "nowhere")), "real")
+    with pytest.raises(AcneopsError, match="restored manifest missing"):
+        train_classifier.run(cfg)
 
 
 def test_bad_synthetic_inputs_are_clear_errors(data, tmp_path):
