@@ -5,17 +5,20 @@ The semantics (padding, filter orientation, gains, clamping) are those of NVIDIA
 stylegan2-ada-pytorch / stylegan3 ``torch_utils/ops`` and ``networks_stylegan2.py``;
 tests/model/test_nvlabs_parity.py proves equality on a network built with NVIDIA's code.
 
-Written for a lean CPU path that still supports gradients of gradients (R1, path length):
-- FIR filtering uses that the [1,3,3,1] filter is separable: up/down-sampling, padding and filtering
-  along one axis is a small banded matrix, so a 2D FIR op is two matrix products (one large GEMM over
-  all rows, one batched GEMM). Measured on CPU this is faster than a depthwise ``conv2d`` (groups=C)
-  forward and backward, and ~2x faster in double backward, where PyTorch splits grouped convolutions
-  into one convolution per group (benchmarks/stylegan2_forward.py). ``upfirdn2d`` keeps the
-  depthwise-conv form as the reference the fast path is tested against;
-- upsampling convolutions are ``conv_transpose2d`` followed by the FIR blur, as NVIDIA does;
-- positive activation gains are folded into weights and biases (act(g*z) = g*act(z) for linear,
-  relu and leaky relu), and biases ride in the conv that precedes them, saving full-tensor passes;
-- only standard differentiable torch ops are used.
+Written for a lean CPU path that still supports gradients of gradients (R1, path length); the
+choices below were measured with benchmarks/stylegan2_forward.py:
+- every FIR filter is one depthwise conv (groups=C) with the 4x4 [1,3,3,1] outer-product kernel, wrapped
+  in an autograd Function whose backward is the adjoint depthwise conv (itself differentiable the same
+  way): PyTorch's own double backward of a grouped conv runs one tiny conv per group, which made R1 and
+  path-length steps several times slower. ``upfirdn2d`` is the generic reference the fast paths are
+  tested against;
+- upsampling convolutions are ``conv_transpose2d`` followed by the FIR blur, as NVIDIA does; 1x1 convs
+  (toRGB, fromRGB, residual skips) are single (batched) GEMMs, which also makes toRGB modulation free;
+- positive activation gains are folded into weights and biases (act(g*z) = g*act(z) for linear, relu
+  and leaky relu), biases ride in the conv that precedes them, demodulation coefficients come from one
+  (B,I)x(I,O) matmul, and a clamp that changes nothing is skipped on CPU (same values and gradients),
+  each saving full-tensor passes;
+- layers work in NCHW and channels-last memory formats (the networks default to channels-last).
 """
 
 from __future__ import annotations
@@ -218,6 +221,14 @@ def clamp(x: Tensor, limit: float | None) -> Tensor:
     return x.clamp(-limit, limit)
 
 
+def conv_weight(out_channels: int, in_channels: int, kernel_size: int) -> Tensor:
+    """N(0, 1) conv weight (O, I, k, k), stored channels-last for k > 1 so that convolutions on
+    channels-last activations neither convert it nor its gradient (saves two copies per conv per step;
+    load_state_dict and optimizers keep the layout)."""
+    w = torch.randn(out_channels, in_channels, kernel_size, kernel_size)
+    return w.contiguous(memory_format=torch.channels_last) if kernel_size > 1 else w
+
+
 def activate(x: Tensor, act: str = "linear", clamp_limit: float | None = None) -> Tensor:
     """Activation then symmetric clamp; the caller has already added the bias and applied the gain.
 
@@ -325,7 +336,7 @@ class Conv2dLayer(nn.Module):
         self.up, self.down, self.conv_clamp, self.padding = up, down, conv_clamp, kernel_size // 2
         self.weight_gain = 1.0 / math.sqrt(in_channels * kernel_size * kernel_size)
         self.act_gain = ACT_GAINS[activation]
-        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
+        self.weight = nn.Parameter(conv_weight(out_channels, in_channels, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
 
     def forward(self, x: Tensor, gain: float = 1.0) -> Tensor:

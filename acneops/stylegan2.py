@@ -20,7 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from acneops.config import ConfigError
-from acneops.ops import (Conv2dLayer, FullyConnectedLayer, activate, modulated_conv2d, upsample2d)
+from acneops.ops import (Conv2dLayer, FullyConnectedLayer, activate, conv_weight, modulated_conv2d,
+                         upsample2d)
 
 NOISE_MODES = ("random", "const", "none")
 # Per-sample grouped convs (fused) vs activation scaling around one conv (unfused) are numerically
@@ -98,7 +99,7 @@ class SynthesisLayer(nn.Module):
         super().__init__()
         self.resolution, self.up, self.conv_clamp, self.padding = resolution, up, conv_clamp, kernel_size // 2
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
-        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
+        self.weight = nn.Parameter(conv_weight(out_channels, in_channels, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.noise_strength = nn.Parameter(torch.zeros([]))
         self.register_buffer("noise_const", torch.randn(resolution, resolution))

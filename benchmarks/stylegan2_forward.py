@@ -2,7 +2,9 @@
 
 32x32, batch 16, channel_base 32768, channel_max 128, mapping depth 2, fp32. Times G forward+backward
 (unfused and fused modulated conv), G no-grad forward, D forward+backward, the R1 double backward
-through D and the path-length double backward through G, each in channels-last and NCHW layout.
+through D, the path-length double backward through G, and one training iteration of the networks
+alone (NVIDIA's phases: Gmain; Greg every 4 on half the batch; Dmain on fakes and reals; Dreg every 16;
+no augmentation, no optimizer step), each in channels-last and NCHW layout.
 Reports the best wall time and the best process CPU time over ``--reps`` runs (CPU time is the steadier
 figure on a shared machine). Run: ``python benchmarks/stylegan2_forward.py [--threads 2]``.
 """
@@ -59,9 +61,34 @@ def _cases(G, D, z, reals, resolution: int) -> dict:
         (grad,) = torch.autograd.grad((img * noise).sum(), ws, create_graph=True)
         grad.square().sum(2).mean(1).sqrt().mean().backward()
 
+    state = {"k": 0}
+
+    def iteration():
+        """Amortised training iteration: lazy regularisers on their schedule via a rotating counter."""
+        k = state["k"] = state["k"] + 1
+        D.requires_grad_(False)
+        torch.nn.functional.softplus(-D(G(z))).mean().backward()
+        D.requires_grad_(True)
+        if k % 4 == 0:
+            pl_step()
+        with torch.no_grad():
+            fake = G(z)
+        torch.nn.functional.softplus(D(fake)).mean().backward()
+        x = reals.detach().requires_grad_(k % 16 == 0)
+        logits = D(x)
+        loss = torch.nn.functional.softplus(-logits).mean()
+        if k % 16 == 0:
+            (grad,) = torch.autograd.grad(logits.sum(), x, create_graph=True)
+            loss = loss + grad.square().sum(dim=(1, 2, 3)).mean()
+        loss.backward()
+
+    def iterations16():
+        for _ in range(16):
+            iteration()
+
     return {"G fwd+bwd (unfused modconv)": g_step(False), "G fwd+bwd (fused modconv)": g_step(True),
             "G no-grad forward": g_infer, "D fwd+bwd": d_step, "D R1 double backward": r1_step,
-            "G path length, half batch": pl_step}
+            "G path length, half batch": pl_step, "16 training iterations (nets only)": iterations16}
 
 
 def main() -> None:
@@ -73,6 +100,8 @@ def main() -> None:
     parser.add_argument("--mapping-layers", type=int, default=2)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--layout", choices=("both", "nhwc", "nchw"), default="both")
+    parser.add_argument("--only", default="", help="run only the cases whose name contains this text")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -81,13 +110,18 @@ def main() -> None:
           f"  threads {args.threads}  batch {args.batch}  {args.resolution}px")
     z = torch.randn(args.batch, G.z_dim)
     reals = torch.randn(args.batch, G.img_channels, args.resolution, args.resolution)
+    layouts = {"both": (True, False), "nhwc": (True,), "nchw": (False,)}[args.layout]
     for name, step in _cases(G, D, z, reals, args.resolution).items():
+        if args.only and args.only not in name:
+            continue
         row = []
-        for channels_last in (True, False):
+        for channels_last in layouts:
             G.synthesis.channels_last = D.channels_last = channels_last
-            wall, cpu = _time(step, args.reps)
-            row.append(f"{'NHWC' if channels_last else 'NCHW'} wall {wall:7.1f} ms cpu {cpu:7.1f} ms")
-        print(f"{name:28s} " + " | ".join(row))
+            wall, cpu = _time(step, 1 if "iterations" in name else args.reps)
+            row.append(f"{'NHWC' if channels_last else 'NCHW'} wall {wall:8.1f} ms cpu {cpu:8.1f} ms")
+            if "iterations" in name:
+                row[-1] += f" (~{wall / 16 * 1000 / args.batch / 1000:.1f} s/kimg wall)"
+        print(f"{name:34s} " + " | ".join(row))
 
 
 if __name__ == "__main__":

@@ -134,8 +134,8 @@ def test_fast_fir_paths_equal_reference_upfirdn2d() -> None:
 @pytest.mark.parametrize("fir", ["blur", "down", "up"])
 def test_fir_ops_have_exact_gradients_of_first_and_second_order(fir: str) -> None:
     torch.manual_seed(0)
-    x = torch.randn(2, 3, 7, 6, dtype=torch.float64, requires_grad=True)
-    fn = {"blur": lambda t: ops.blur2d(t, 2, gain=3.0), "down": ops.downsample2d, "up": ops.upsample2d}[fir]
+    x = torch.randn(1, 2, 5, 4, dtype=torch.float64, requires_grad=True)
+    fn = {"blur": lambda t: ops.blur2d(t, 1, gain=3.0), "down": ops.downsample2d, "up": ops.upsample2d}[fir]
     assert torch.autograd.gradcheck(fn, (x,))
     assert torch.autograd.gradgradcheck(fn, (x,))
 
