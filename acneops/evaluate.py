@@ -170,7 +170,8 @@ def check_inputs(cfg: EvaluateConfig) -> None:
     if cfg.synthetic_dir:
         _need_file(Path(cfg.synthetic_dir) / "manifest.csv", "synthetic_dir",
                    "run `dvc repro synthesize` or set evaluate.synthetic_dir to ''")
-    _need_file(Path(cfg.restored_dir) / "test" / "manifest.csv", "restored_dir", "run `dvc repro restore` first")
+    for split in ("train", "test"):
+        _need_file(Path(cfg.restored_dir) / split / "manifest.csv", "restored_dir", "run `dvc repro restore` first")
 
 
 def build_extractor(cfg: EvaluateConfig) -> Any:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from acneops.errors import StageError
-from acneops.io import read_csv, read_jsonl, save_png, sha256_file
+from acneops.io import read_csv, read_jsonl, save_png, sha256_file, write_json
 
 ROLE = "evaluate"
 CURVE_GROUPS = (("losses", ("loss_G", "loss_D")), ("ADA", ("ada_p", "ada_rt")))  # stats.jsonl columns per panel
@@ -31,6 +31,15 @@ EXPLANATIONS = {
     "tiny": "Fréchet distance in the features of a fixed random network (smoke tests only; not FID).",
     "inception": "FID: Fréchet distance in TF-Inception pool3 features (pytorch-fid preprocessing).",
 }
+
+
+def one_blas_thread() -> Any:
+    """Context: numpy's BLAS on one thread. The matrices here are small (<= a few thousand rows): on a
+    shared 2-core machine one thread ran FD/KID 8x faster than two spinning ones, and the float
+    summation order no longer depends on the machine's core count."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def feature_space(extractor: Any, domain_checkpoint: Path | None) -> dict[str, Any]:
@@ -115,8 +124,9 @@ def generator_quality(name: str, checkpoint: Path, cfg: Any, extractor: Any,
     fake_feats = extractor.extract(images, batch_size=cfg.feature_batch, progress=False)
     real_feats = cached_stats(extractor, real, cfg.cache_dir, keep_features=True, batch_size=cfg.feature_batch,
                               progress=False).features
-    dist = distribution_report(real_feats, fake_feats, extractor.metric_prefix, extractor.kernel_prefix,
-                               extractor.name, cfg.kid_subsets, cfg.kid_subset_size, cfg.nearest_k, cfg.seed)
+    with one_blas_thread():
+        dist = distribution_report(real_feats, fake_feats, extractor.metric_prefix, extractor.kernel_prefix,
+                                   extractor.name, cfg.kid_subsets, cfg.kid_subset_size, cfg.nearest_k, cfg.seed)
     return {
         "checkpoint": str(checkpoint),
         "sha256": sha256_file(checkpoint),
@@ -134,7 +144,11 @@ def generator_quality(name: str, checkpoint: Path, cfg: Any, extractor: Any,
 
 
 def gan_curve(name: str, checkpoint: Path, cfg: Any) -> dict[str, Any]:
-    """Plot the generator's stats.jsonl to reports/gan_curves/<name>.png; links relative to reports_dir."""
+    """The generator's stats.jsonl as reports/plots/gan_<name>.json (DVC plots) and gan_curves/<name>.png.
+
+    Links are relative to reports_dir. A log that is not there is stated in the report, not an error
+    (a base generator from elsewhere has none), unless evaluate.gan_logs names it explicitly.
+    """
     reports = Path(cfg.reports_dir)
     log = Path(cfg.gan_logs.get(name) or Path(checkpoint).parent / "stats.jsonl")
     entry: dict[str, Any] = {"stats": str(log), "stats_link": os.path.relpath(log, reports), "png": None}
@@ -142,6 +156,8 @@ def gan_curve(name: str, checkpoint: Path, cfg: Any) -> dict[str, Any]:
         entry["note"] = f"no training log at {log} (set evaluate.gan_logs.{name} to plot it)"
         return entry
     rows = read_jsonl(log)
+    write_json(reports / "plots" / f"gan_{name}.json", rows)  # DVC plots read JSON, not JSONL
+    entry["plot_json"] = f"plots/gan_{name}.json"
     image = _render_curves(rows, name)
     if image is None:
         entry["note"] = "matplotlib is not installed: curves not drawn"
@@ -206,9 +222,10 @@ def anonymity(cls: str, files: list[Path], cfg: Any, extractor: Any) -> dict[str
     restored = Path(cfg.restored_dir)
     train = [it.path for it in real_items(restored, "train", ROLE, [cls])]
     test = [it.path for it in real_items(restored, "test", ROLE, [cls])]
-    result = run_audit(files, train, cfg.audit, extractor, real_test=test, name=f"evaluate_{cls}",
-                       synthetic_names=[os.path.relpath(f, cfg.synthetic_dir) for f in files],
-                       real_names=[os.path.relpath(p, restored) for p in train])
+    with one_blas_thread():
+        result = run_audit(files, train, cfg.audit, extractor, real_test=test, name=f"evaluate_{cls}",
+                           synthetic_names=[os.path.relpath(f, cfg.synthetic_dir) for f in files],
+                           real_names=[os.path.relpath(p, restored) for p in train])
     reports = Path(cfg.reports_dir)
     report = write_audit_report(result, reports / f"audit_evaluate_{cls}.json", reports / f"audit_evaluate_{cls}.png")
     n, flagged = report["counts"]["synthetic"], report["counts"]["flagged"]

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -201,6 +204,31 @@ def test_report_md_has_scenarios_embedded_images_and_honest_names(acne):
     assert "![training curves of mild](gan_curves/mild.png)" in text and (reports / "gan_curves" / "mild.png").is_file()
     assert "no training log at" in text  # the other generators have no stats.jsonl: said, not hidden
     assert "![confusion matrix of real](confusion_real.png)" in text
+
+
+def test_dvc_reads_the_metrics_and_plots_files(acne, tmp_path):
+    """The real DVC (in a temp repo) reads metrics.json, the confusion rows and the GAN curve JSON."""
+    assert json.loads((acne["reports"] / "plots" / "gan_mild.json").read_text()) == read_jsonl(
+        acne["root"] / "models" / "gan" / "mild" / "stats.jsonl")
+    repo = tmp_path / "repo"
+    shutil.copytree(acne["reports"], repo / "reports")
+    dvc = str(Path(sys.executable).parent / "dvc")
+    for cmd in (["git", "init", "-q"], [dvc, "init", "-q"]):
+        subprocess.run(cmd, cwd=repo, check=True, capture_output=True)
+    (repo / "dvc.yaml").write_text(
+        "metrics:\n  - reports/metrics.json\n"
+        "plots:\n  - reports/plots/confusion_augmented.json:\n      template: confusion\n      x: actual\n"
+        "      y: predicted\n  - gan_losses:\n      x: kimg\n      y:\n        reports/plots/gan_mild.json: [loss_G, loss_D]\n")
+    shown = json.loads(subprocess.run([dvc, "metrics", "show", "--json"], cwd=repo, check=True, capture_output=True,
+                                      text=True).stdout)
+    data = next(iter(shown.values()))["data"]["reports/metrics.json"]["data"]  # one revision: the workspace
+    assert data["classifiers"]["augmented"]["accuracy"] == pytest.approx(0.375)
+    plots = json.loads(subprocess.run([dvc, "plots", "show", "--json"], cwd=repo, check=True, capture_output=True,
+                                      text=True).stdout)
+    assert not plots.get("errors")
+    confusion = plots["data"]["reports/plots/confusion_augmented.json"][0]["content"]["data"]["values"]
+    assert len(confusion) == 8
+    assert len(plots["data"]["gan_losses"][0]["content"]["data"]["values"]) == 4  # 2 ticks x 2 columns
 
 
 def test_metrics_json_is_deterministic(acne):
