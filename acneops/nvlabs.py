@@ -77,7 +77,10 @@ def _convert(entries: Mapping[str, Any], net: str) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_nvlabs_state(source: str | Path | Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+StateDict = dict[str, torch.Tensor]
+
+
+def load_nvlabs_state(source: str | Path | Mapping[str, Any]) -> tuple[StateDict, StateDict]:
     """(G_state, D_state) for acneops' Generator / Discriminator from NVIDIA-named parameters.
 
     ``source``: a .npz path with ``G.<name>`` / ``D.<name>`` arrays (other keys ignored), a dict in that

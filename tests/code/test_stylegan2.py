@@ -49,6 +49,15 @@ def test_every_network_forward_backward_without_nan(family: str, res: int) -> No
     assert D_cls(**D.model_args).state_dict().keys() == D.state_dict().keys()
 
 
+def test_grayscale_and_batch_of_one() -> None:
+    torch.manual_seed(0)
+    G, D = build_stylegan2(16, z_dim=16, w_dim=16, mapping_layers=1, img_channels=1, **TINY)
+    img = G(torch.randn(1, 16))
+    assert img.shape == (1, 1, 16, 16) and D(img).shape == (1, 1)
+    D(img).sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in G.parameters())
+
+
 def test_demodulated_conv_keeps_unit_variance_and_modulation_alone_does_not() -> None:
     torch.manual_seed(0)
     x = torch.randn(8, 64, 16, 16)

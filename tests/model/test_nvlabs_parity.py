@@ -19,7 +19,8 @@ import torch
 from acneops.nvlabs import build_from_nvlabs, load_into, load_nvlabs_state
 from acneops.stylegan2 import Discriminator, Generator
 
-TESTDATA = Path(os.environ.get("ACNEOPS_TESTDATA_DIR", Path(__file__).resolve().parents[2].parent / "shared" / "testdata"))
+REPO = Path(__file__).resolve().parents[2]
+TESTDATA = Path(os.environ.get("ACNEOPS_TESTDATA_DIR", REPO.parent / "shared" / "testdata"))
 NPZ = TESTDATA / "nvlabs_stylegan2_32px.npz"
 ATOL = 1e-4
 
