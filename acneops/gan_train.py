@@ -6,6 +6,7 @@ Only rank 0 writes files and talks to MLflow; every rank runs the same steps.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -114,7 +115,8 @@ def _crossed(before: int, after: int, every_nimg: int) -> bool:
     return after // every_nimg > before // every_nimg
 
 
-def _snapshot(state: TrainState, cfg: TrainGanConfig, run: tracking.Run, dist: gan_dist.Dist) -> str:
+def _snapshot(state: TrainState, cfg: TrainGanConfig, run: tracking.Run, dist: gan_dist.Dist,
+              num_images: int) -> str:
     """Checkpoint (atomic) + sample grid; on rank 0 log them. Replicas are checked identical first."""
     from acneops.generate import synthesize
 
@@ -127,7 +129,7 @@ def _snapshot(state: TrainState, cfg: TrainGanConfig, run: tracking.Run, dist: g
     images = synthesize(state.G_ema, cfg.family, list(range(cfg.grid_seeds)), psi=cfg.truncation_psi,
                         device=str(dist.device))
     save_grid(images, grid_path)
-    ckpt = {**state_dict(state, cfg), "mlflow_run_id": run.run_id, "world": dist.world,
+    ckpt = {**state_dict(state, cfg), "mlflow_run_id": run.run_id, "world": dist.world, "num_images": num_images,
             "replica_sha256": digests, "torch_version": str(torch.__version__)}
     sha = ckpt_io.save(cfg.out_dir / CHECKPOINT, ckpt)
     run.log_artifact(grid_path, artifact_path="grids")
@@ -160,16 +162,26 @@ def _loop(state: TrainState, cfg: TrainGanConfig, bank: ImageBank, run: tracking
                 run.log_metrics(numeric, step=state.cur_nimg)
                 bar.set_postfix({k: f"{stats[k]:.3g}" for k in ("loss_G", "loss_D", "ada_p") if k in stats})
         if done or _crossed(before, state.cur_nimg, snap_nimg):
-            sha = _snapshot(state, cfg, run, dist) or sha
+            sha = _snapshot(state, cfg, run, dist, len(bank)) or sha
     bar.close()
     return sha
 
 
-def _finish(cfg: TrainGanConfig, run: tracking.Run, sha: str) -> Path:
+def write_metrics(cfg: TrainGanConfig, cur_nimg: int, num_images: int) -> dict[str, Any]:
+    """The DVC metrics file: the last tick's training figures (deterministic), kimg and image count."""
+    rows = read_jsonl(cfg.out_dir / STATS)
+    last = {k: v for k, v in (rows[-1] if rows else {}).items() if k not in ("tick", "step", "nimg", "kimg")}
+    figures = {**last, "kimg": cur_nimg / 1000, "num_images": num_images}
+    write_json(cfg.metrics_file, figures)
+    return figures
+
+
+def _finish(cfg: TrainGanConfig, run: tracking.Run, sha: str, state: TrainState, num_images: int) -> Path:
     final = cfg.out_dir / FINAL
     if (cfg.out_dir / CHECKPOINT).is_file():
         os.replace(cfg.out_dir / CHECKPOINT, final)
     run.set_tags({"checkpoint_path": str(final.resolve()), "checkpoint_sha256": sha or ckpt_io.sha256_file(final)})
+    write_metrics(cfg, state.cur_nimg, num_images)
     return final
 
 
@@ -181,39 +193,55 @@ def _setup(cfg: TrainGanConfig, dist: gan_dist.Dist) -> ImageBank:
     return ImageBank(files, cfg.resolution)
 
 
+def _finished(cfg: TrainGanConfig, resume: dict[str, Any] | None, dist: gan_dist.Dist) -> TrainGanResult | None:
+    """The result of an earlier run that already reached total_kimg (nothing to train), else None."""
+    final = cfg.out_dir / FINAL
+    if resume is None or resume["cur_nimg"] < round(cfg.total_kimg * 1000) or not final.is_file():
+        return None
+    if dist.is_main and not cfg.metrics_file.is_file():
+        write_metrics(cfg, int(resume["cur_nimg"]), int(resume.get("num_images", 0)))
+    return TrainGanResult(cfg.name, final, ckpt_io.sha256_file(final), int(resume["cur_nimg"]), True,
+                          str(resume.get("mlflow_run_id", "")))
+
+
+def _prepare(cfg: TrainGanConfig, dist: gan_dist.Dist, resume: dict[str, Any] | None) -> TrainState:
+    """Fresh state, then the run's own checkpoint (exact resume) or the base checkpoint (transfer)."""
+    seed_all(cfg.seed, dist.rank)
+    state = build_state(cfg, dist)
+    if resume is not None:
+        load_state(state, resume)
+        if dist.is_main:
+            _truncate_logs(cfg.out_dir, state.cur_nimg)
+    elif cfg.resume_from:
+        transfer(state, cfg, cfg.resume_from)
+    return state
+
+
+def _tracked(cfg: TrainGanConfig, dist: gan_dist.Dist, resume: dict[str, Any] | None):
+    """The MLflow run context on rank 0 (resuming the checkpoint's run), a no-op elsewhere."""
+    if not dist.is_main:
+        return contextlib.nullcontext(tracking.NullRun())
+    run_id = (resume or {}).get("mlflow_run_id") or None
+    tags = {"family": cfg.family, "resume_from": cfg.resume_from}
+    return tracking.start_run("train_gan", cfg.name, cfg.to_dict(), run_id=run_id, tags=tags)
+
+
 def train(cfg: TrainGanConfig) -> TrainGanResult:
     """Train, resume or confirm finished; see acneops.train_gan for the trail this leaves."""
     dist = gan_dist.init(cfg.device)
     try:
         cfg.batch_gpu(dist.world)
         resume = _resume_point(cfg, dist)
-        total = round(cfg.total_kimg * 1000)
-        if resume is not None and resume["cur_nimg"] >= total and (cfg.out_dir / FINAL).is_file():
-            final = cfg.out_dir / FINAL  # finished already: nothing to do
-            return TrainGanResult(cfg.name, final, ckpt_io.sha256_file(final), int(resume["cur_nimg"]), True,
-                                  str(resume.get("mlflow_run_id", "")))
+        done = _finished(cfg, resume, dist)
+        if done is not None:
+            return done
         bank = _setup(cfg, dist)
-        seed_all(cfg.seed, dist.rank)
-        state = build_state(cfg, dist)
-        if resume is not None:
-            load_state(state, resume)
-            if dist.is_main:
-                _truncate_logs(cfg.out_dir, state.cur_nimg)
-        elif cfg.resume_from:
-            transfer(state, cfg, cfg.resume_from)
-        opened = (tracking.start_run("train_gan", cfg.name, cfg.to_dict(), run_id=(resume or {}).get("mlflow_run_id"),
-                                     tags={"family": cfg.family}) if dist.is_main else _null_run())
-        with opened as run:
+        state = _prepare(cfg, dist, resume)
+        with _tracked(cfg, dist, resume) as run:
             sha = _loop(state, cfg, bank, run, dist)
-            final = _finish(cfg, run, sha) if dist.is_main else cfg.out_dir / FINAL
+            final = _finish(cfg, run, sha, state, len(bank)) if dist.is_main else cfg.out_dir / FINAL
         gan_dist.barrier(dist)
         return TrainGanResult(cfg.name, final, sha or ckpt_io.sha256_file(final), state.cur_nimg,
                               resume is not None, run.run_id)
     finally:
         gan_dist.shutdown(dist)
-
-
-def _null_run():
-    import contextlib
-
-    return contextlib.nullcontext(tracking.NullRun())

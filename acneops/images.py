@@ -34,9 +34,10 @@ def training_files(restored_dir: Path, labels: tuple[str, ...], image_dir: Path 
         samples = load_split(restored_dir, "train", role="gan", labels=labels)
     except FileNotFoundError as exc:
         raise StageError(str(exc)) from exc
-    if not samples:
+    missing = [label for label in labels if not any(s.label == label for s in samples)]
+    if missing:
         raise StageError(
-            f"{Path(restored_dir) / 'train' / 'manifest.csv'}: no train images with label in {list(labels)}; "
+            f"{Path(restored_dir) / 'train' / 'manifest.csv'}: no train images with label in {missing}; "
             "fix train_gan labels (they must name classes of the restored train split)"
         )
     return [s.path for s in samples]

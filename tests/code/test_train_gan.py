@@ -28,6 +28,7 @@ def test_run_overrides_common_keys():
     cfg = config_from_params(params, "all")
     assert cfg.name == "all" and cfg.batch == 8 and cfg.r1_gamma == 0.5
     assert cfg.labels == ("mild", "severe") and cfg.out_dir == Path("models/gan/all")
+    assert cfg.metrics_file == Path("reports/train_gan/all.json")
     assert config_from_params(params, "healthy").batch == 4
 
 
@@ -75,6 +76,7 @@ def test_augment_presets_and_lists():
 
 def _cfg(tmp_path: Path, **kw) -> TrainGanConfig:
     values = {**NET, "name": "t", "out_dir": str(tmp_path / "out"), "labels": ["healthy"],
+              "metrics_path": str(tmp_path / "reports" / "t.json"),
               "restored_dir": str(tmp_path / "restored"), "r1_interval": 2, "pl_interval": 2, **kw}
     from acneops.config import build
 
@@ -160,6 +162,8 @@ def test_tiny_run_leaves_the_documented_trail(tmp_path, monkeypatch, family):
     assert [s["nimg"] for s in stats] == [4, 8, 12] and all(np.isfinite(s["loss_D"]) for s in stats)
     assert {"images_per_sec", "sec_per_kimg"} <= set(json.loads((out / "timing.jsonl").read_text().splitlines()[0]))
     assert sorted(p.name for p in (out / "grids").iterdir()) == ["fakes_kimg00000.008.png", "fakes_kimg00000.012.png"]
+    metrics = json.loads(cfg.metrics_file.read_text())  # DVC metrics: last tick's figures, outside out_dir
+    assert metrics["kimg"] == 0.012 and metrics["num_images"] == 8 and metrics["loss_D"] == stats[-1]["loss_D"]
 
     ckpt = checkpoint.load(out / "final.pt")  # self-describing: rebuilds G_ema with no other input
     assert ckpt["family"] == family and ckpt["cur_nimg"] == 12 and ckpt["step"] == 3
@@ -183,6 +187,6 @@ def test_missing_classes_and_wrong_sizes_are_clear_errors(tmp_path, monkeypatch)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     _restored(tmp_path, res=16)
     with pytest.raises(StageError, match="no train images with label in \\['severe'\\]"):
-        run(_cfg(tmp_path, labels=["severe"]))
+        run(_cfg(tmp_path, labels=["healthy", "severe"]))
     with pytest.raises(StageError, match="16x16, the GAN trains at 32x32"):
         run(_cfg(tmp_path))
