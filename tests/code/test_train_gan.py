@@ -190,3 +190,26 @@ def test_missing_classes_and_wrong_sizes_are_clear_errors(tmp_path, monkeypatch)
         run(_cfg(tmp_path, labels=["healthy", "severe"]))
     with pytest.raises(StageError, match="16x16, the GAN trains at 32x32"):
         run(_cfg(tmp_path))
+
+
+def test_transfer_run_trains_only_the_unfrozen_layers(tmp_path, monkeypatch):
+    from acneops.train_gan import run
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    _restored(tmp_path)
+    schedule = {"total_kimg": 0.008, "snapshot_kimg": 0.008, "tick_kimg": 0.004}
+    base = run(_cfg(tmp_path, **schedule))
+    cfg = _cfg(tmp_path, out_dir=str(tmp_path / "tuned"), resume_from=str(base.checkpoint), freeze_d=1,
+               train_g_last=1, seed=1, **schedule)
+    tuned = run(cfg)
+    before, after = checkpoint.load(base.checkpoint)["model"], checkpoint.load(tuned.checkpoint)
+    assert after["cur_nimg"] == 8 and not tuned.resumed  # fresh counters and optimizer
+    for net, frozen, trained in (("G", ("mapping.", "synthesis.b4.", "synthesis.b16."), ("synthesis.b32.",)),
+                                 ("D", ("b32.",), ("b16.", "b4."))):
+        for name, value in after["model"][net].items():
+            if name.endswith(("w_avg", "noise_const")) or "filter" in name:
+                continue  # buffers
+            if name.startswith(frozen):
+                assert torch.equal(value, before[net][name]), f"{net}.{name} was frozen but changed"
+            elif name.startswith(trained) and name.endswith("weight"):
+                assert not torch.equal(value, before[net][name]), f"{net}.{name} should have trained"
