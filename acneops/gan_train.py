@@ -17,7 +17,8 @@ import torch
 
 from acneops import checkpoint as ckpt_io
 from acneops import gan_dist, tracking
-from acneops.gan_loop import TrainState, build_state, seed_all, load_state, state_dict, train_step, transfer, weights_sha256
+from acneops.gan_loop import (TrainState, build_state, load_state, seed_all, state_dict, train_step, transfer,
+                              weights_sha256)
 from acneops.images import ImageBank, save_grid, training_files
 from acneops.io import append_jsonl, read_jsonl, write_json, write_text
 from acneops.train_gan import RESUMABLE_CHANGES, TrainGanConfig, TrainGanResult
@@ -146,7 +147,8 @@ def _loop(state: TrainState, cfg: TrainGanConfig, bank: ImageBank, run: tracking
     tick_nimg, snap_nimg = max(round(cfg.tick_kimg * 1000), 1), max(round(cfg.snapshot_kimg * 1000), 1)
     ticker, tick, sha = Ticker(state.cur_nimg), state.cur_nimg // tick_nimg, ""
     bar = tqdm(total=cfg.total_kimg, initial=state.cur_nimg / 1000, unit="kimg", disable=not dist.is_main,
-               desc=f"train_gan@{cfg.name}", bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} kimg [{elapsed}<{remaining}]")
+               desc=f"train_gan@{cfg.name}",
+               bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} kimg [{elapsed}<{remaining}]")
     while state.cur_nimg < total:
         before = state.cur_nimg
         ticker.add(train_step(state, cfg, bank, dist))

@@ -101,7 +101,8 @@ class TrainGanConfig:
 
     def __post_init__(self) -> None:
         where = f"params.yaml [train_gan.runs.{self.name}]"
-        require(self.family in ("stylegan2", "dcgan"), f"{where}: family must be stylegan2 or dcgan, got {self.family!r}")
+        require(self.family in ("stylegan2", "dcgan"),
+                f"{where}: family must be stylegan2 or dcgan, got {self.family!r}")
         require(bool(self.labels) != bool(self.image_dir),
                 f"{where}: set exactly one of labels (restored train classes) or image_dir (a folder of PNGs)")
         require(self.resolution in [2 ** k for k in range(5, 11)],

@@ -9,7 +9,6 @@ G_ema, both through the public generation path.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -56,7 +55,8 @@ def test_short_training_moves_the_generator_toward_the_data(tmp_path, monkeypatc
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     restored = make_restored(tmp_path, per_class=64, labels=("healthy",))
     settings, ratio = FAMILIES[family]
-    values = {"name": "learn", "out_dir": str(tmp_path / "out"), "metrics_path": str(tmp_path / "learn.json"), "labels": ["healthy"], "restored_dir": str(restored),
+    values = {"name": "learn", "out_dir": str(tmp_path / "out"), "metrics_path": str(tmp_path / "learn.json"),
+              "labels": ["healthy"], "restored_dir": str(restored),
               "resolution": 32, "z_dim": 64, "w_dim": 64, "mapping_layers": 2, "batch": 16, "ada": False,
               "snapshot_kimg": 1.0, "tick_kimg": 0.16, "grid_seeds": 4, "workers": 2, "device": "cpu", **settings}
     cfg = build(TrainGanConfig, values, "test")
