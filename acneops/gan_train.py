@@ -94,12 +94,17 @@ class Ticker:
             self.sums[k] = self.sums[k] + v if k in self.sums else v
             self.counts[k] = self.counts.get(k, 0) + 1
 
-    def records(self, state: TrainState, tick: int) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(stats record, timing record) of the tick ending now; resets the accumulators."""
+    def records(self, state: TrainState, tick: int, dist: gan_dist.Dist) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(stats record, timing record) of the tick ending now, figures averaged over ranks; resets."""
         now = time.perf_counter()
         nimg = state.cur_nimg
         stats: dict[str, Any] = {"tick": tick, "nimg": nimg, "kimg": nimg / 1000, "step": state.step}
-        stats.update({k: float(v) / self.counts[k] for k, v in sorted(self.sums.items())})
+        keys = sorted(self.sums)
+        if keys:  # one collective per tick (every rank runs the same phases, so the keys agree)
+            means = torch.stack([self.sums[k].detach().float().cpu() / self.counts[k] for k in keys])
+            mean = gan_dist.mean_across_ranks(dist)
+            means = mean(means.to(dist.device)).cpu() if mean is not None else means
+            stats.update({k: float(v) for k, v in zip(keys, means)})
         if state.augment_pipe is not None:
             stats["ada_p"] = float(state.augment_pipe.p)
         if state.ada is not None and state.ada.rt == state.ada.rt:  # skip nan before the first update
@@ -156,7 +161,7 @@ def _loop(state: TrainState, cfg: TrainGanConfig, bank: ImageBank, run: tracking
         done = state.cur_nimg >= total
         if done or _crossed(before, state.cur_nimg, tick_nimg):
             tick += 1
-            stats, timing = ticker.records(state, tick)
+            stats, timing = ticker.records(state, tick, dist)
             if dist.is_main:
                 append_jsonl(cfg.out_dir / STATS, stats)
                 append_jsonl(cfg.out_dir / TIMING, timing)
