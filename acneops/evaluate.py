@@ -46,11 +46,15 @@ class EvaluateConfig:
     """params.yaml section ``evaluate`` (plus the shared ``audit`` section)."""
 
     restored_dir: Path = Path("datasets/restored")  # restored real splits (<split>/manifest.csv)
-    classifiers: dict[str, Path] = dataclasses.field(default_factory=lambda: dict(DEFAULT_CLASSIFIERS))  # scenario -> checkpoint
+    # scenario -> classifier checkpoint, each scored on the real test split
+    classifiers: dict[str, Path] = dataclasses.field(default_factory=lambda: dict(DEFAULT_CLASSIFIERS))
     sorter: str = "models/classifier/sorter/best.pt"  # severity sorter checkpoint; "" = none (e.g. the mask task)
-    generators: dict[str, Path] = dataclasses.field(default_factory=lambda: dict(DEFAULT_GENERATORS))  # name -> GAN checkpoint
-    generator_labels: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)  # name -> real classes; default: [name], 'all' = sorter's classes
-    gan_logs: dict[str, Path] = dataclasses.field(default_factory=dict)  # name -> stats.jsonl; default <checkpoint dir>/stats.jsonl
+    # generator name (a class, or 'all') -> GAN checkpoint
+    generators: dict[str, Path] = dataclasses.field(default_factory=lambda: dict(DEFAULT_GENERATORS))
+    # generator name -> real classes it is compared with; default [name], and 'all' = the sorter's classes
+    generator_labels: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    # generator name -> stats.jsonl to plot; default <checkpoint dir>/stats.jsonl
+    gan_logs: dict[str, Path] = dataclasses.field(default_factory=dict)
     synthetic_dir: str = "datasets/synthetic"  # exported synthetic set (manifest.csv): audit + grids; "" = none
     extractor: str = "domain"  # feature space of FD/KID/PRDC and the audit: domain | tiny | inception
     extractor_checkpoint: str = ""  # domain: classifier checkpoint of the feature space; "" = classifiers.real
@@ -76,20 +80,24 @@ class EvaluateConfig:
 
     def __post_init__(self) -> None:
         where = f"params.yaml [{SECTION}]"
-        require(self.extractor in EXTRACTOR_NAMES, f"{where}.extractor: '{self.extractor}' is not one of {list(EXTRACTOR_NAMES)}")
+        require(self.extractor in EXTRACTOR_NAMES,
+                f"{where}.extractor: '{self.extractor}' is not one of {list(EXTRACTOR_NAMES)}")
         require(self.extractor != "inception" or bool(self.inception_weights),
-                f"{where}.inception_weights: required when extractor is 'inception' (pt_inception-2015-12-05-6726825d.pth)")
+                f"{where}.inception_weights: required when extractor is 'inception' "
+                "(pt_inception-2015-12-05-6726825d.pth)")
         require(self.extractor != "domain" or bool(self.extractor_checkpoint) or "real" in self.classifiers,
                 f"{where}.extractor_checkpoint: the domain extractor needs a classifier checkpoint; set it or add "
                 "classifiers.real (the default feature space: the classifier trained on real images)")
-        require(self.n_fake > self.nearest_k, f"{where}.n_fake: must be > nearest_k ({self.nearest_k}), got {self.n_fake}")
+        require(self.n_fake > self.nearest_k,
+                f"{where}.n_fake: must be > nearest_k ({self.nearest_k}), got {self.n_fake}")
         require(self.nearest_k >= 1 and self.kid_subsets >= 1 and self.kid_subset_size >= 2,
                 f"{where}: nearest_k and kid_subsets must be >= 1, kid_subset_size >= 2")
         require(self.psi >= 0, f"{where}.psi: must be >= 0, got {self.psi}")
         require(min(self.batch, self.feature_batch, self.grid_images, self.grid_ncol) >= 1,
                 f"{where}: batch, feature_batch, grid_images and grid_ncol must be >= 1")
         require(self.fidelity_judge in ("", "sorter", *self.classifiers),
-                f"{where}.fidelity_judge: '{self.fidelity_judge}' must be 'sorter', '' or one of {sorted(self.classifiers)}")
+                f"{where}.fidelity_judge: '{self.fidelity_judge}' must be 'sorter', '' or one of "
+                f"{sorted(self.classifiers)}")
         require(self.fidelity_judge != "sorter" or bool(self.sorter),
                 f"{where}.fidelity_judge: 'sorter' needs evaluate.sorter; set fidelity_judge to a classifier or ''")
         unknown = sorted(set(self.gan_logs) - set(self.generators))
@@ -180,7 +188,8 @@ def build_extractor(cfg: EvaluateConfig) -> Any:
     from acneops.metrics.features import extractor_from_config
 
     domain = Path(cfg.extractor_checkpoint or cfg.classifiers.get("real", "")) if cfg.extractor == "domain" else None
-    mcfg = MetricsConfig(extractor=cfg.extractor, inception_weights=Path(cfg.inception_weights) if cfg.inception_weights else None,
+    inception = Path(cfg.inception_weights) if cfg.inception_weights else None
+    mcfg = MetricsConfig(extractor=cfg.extractor, inception_weights=inception,
                          inception_sha256=cfg.inception_sha256, domain_checkpoint=domain, tiny_seed=cfg.seed,
                          batch_size=cfg.feature_batch, cache_dir=cfg.cache_dir, kid_subsets=cfg.kid_subsets,
                          kid_subset_size=cfg.kid_subset_size, nearest_k=cfg.nearest_k, seed=cfg.seed)
@@ -207,8 +216,12 @@ def chance_levels(y_true: list[str], labels: list[str]) -> dict[str, Any]:
     return {"uniform": 1.0 / len(labels), "majority": counts[majority] / len(y_true), "majority_class": majority}
 
 
-def evaluate_classifier(name: str, checkpoint: Path, cfg: EvaluateConfig) -> dict[str, Any]:
-    """One classifier on the real test split (its classes): report, chance, confusion JSON/PNG/plot rows."""
+def evaluate_classifier(name: str, checkpoint: Path, cfg: EvaluateConfig, strict_positive: bool = True) -> dict[str, Any]:
+    """One classifier on the real test split (its classes): report, chance, confusion JSON/PNG/plot rows.
+
+    ``evaluate.positive`` must be one of the classifier's classes, unless ``strict_positive`` is False
+    (the sorter: the positive class of the task may be one it does not know, e.g. healthy).
+    """
     from acneops.classifiers import load_classifier, predict, read_checkpoint
     from acneops.cls_data import real_items
     from acneops.metrics.classification import classification_report, confusion_plot_rows, save_confusion_matrix
@@ -220,7 +233,10 @@ def evaluate_classifier(name: str, checkpoint: Path, cfg: EvaluateConfig) -> dic
                          "outputs; retrain it with `dvc repro train_classifier`")
     positive = cfg.positive or None
     if positive is not None and positive not in labels:
-        raise StageError(f"params.yaml [{SECTION}.positive]: '{positive}' is not a class of {name} ({checkpoint}: {labels})")
+        if strict_positive:
+            raise StageError(f"params.yaml [{SECTION}.positive]: '{positive}' is not a class of {name} "
+                             f"({checkpoint}: {labels})")
+        positive = None
     items = real_items(Path(cfg.restored_dir), "test", ROLE, labels)
     probs = predict(model, args, [it.path for it in items], batch=cfg.batch)  # (N, C)
     y_true = [it.label for it in items]
@@ -287,7 +303,8 @@ def _classifier_numbers(entry: dict[str, Any]) -> dict[str, Any]:
                            "chance_majority": _sig(entry["chance"]["majority"])}
     if len(r["labels"]) == 2 and "sensitivity" in r:
         out["sensitivity"], out["specificity"] = _sig(r["sensitivity"]), _sig(r["specificity"])
-    out["per_class"] = {c: {k: (v if k == "support" else _sig(v)) for k, v in m.items()} for c, m in r["per_class"].items()}
+    out["per_class"] = {c: {k: (v if k == "support" else _sig(v)) for k, v in m.items()}
+                        for c, m in r["per_class"].items()}
     return out
 
 
@@ -329,7 +346,7 @@ def run(cfg: EvaluateConfig) -> EvaluateResult:
     reports = Path(cfg.reports_dir)
     details: dict[str, Any] = {"provenance": provenance(cfg), "role": ROLE}
     details["classifiers"] = {s: evaluate_classifier(s, Path(p), cfg) for s, p in cfg.classifiers.items()}
-    details["sorter"] = evaluate_classifier("sorter", Path(cfg.sorter), cfg) if cfg.sorter else None
+    details["sorter"] = evaluate_classifier("sorter", Path(cfg.sorter), cfg, strict_positive=False) if cfg.sorter else None
     extractor, domain_ckpt = build_extractor(cfg)
     details["feature"] = evaluate_gen.feature_space(extractor, domain_ckpt)
     judge = load_judge(cfg)
