@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before any test imports torch (see acneops/cli.py)
 
 
 @pytest.fixture(autouse=True)
