@@ -22,7 +22,6 @@ and writes ``reports/metrics.json`` (DVC metrics: numbers only, nothing wall-clo
 from __future__ import annotations
 
 import dataclasses
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +72,7 @@ class EvaluateConfig:
     batch: int = 32  # generation and classification batch, images
     grid_images: int = 16  # synthetic images per class in reports/grids/<class>.png, count
     grid_ncol: int = 8  # images per grid row, count
-    data_dvc: Path = Path("data.dvc")  # DVC file of the raw data (its md5 goes into the report)
+    repo_root: Path = Path(".")  # repository root: its git commit and data.dvc md5 go into the report
     reports_dir: Path = Path("reports")  # confusion_*, audit_evaluate_*, grids/, gan_curves/, plots/, report.md
     metrics_path: Path = Path("reports/metrics.json")  # DVC metrics file
     audit: AuditConfig = dataclasses.field(default_factory=AuditConfig)  # top-level params section `audit`
@@ -128,6 +127,17 @@ class EvaluateResult:
     details: dict[str, Any]  # the content of evaluation.json (labels, checkpoints, provenance too)
     metrics_path: Path  # DVC metrics file
     report_path: Path  # reports/report.md
+
+    def artifacts(self) -> list[Path]:
+        """Files worth keeping with the MLflow run: the report, the numbers, every figure it embeds."""
+        reports = self.report_path.parent
+        rel = [self.report_path.name, "evaluation.json"]
+        for entry in [*self.details.get("classifiers", {}).values(), self.details.get("sorter") or {}]:
+            rel += [entry["confusion_png"]] if entry else []
+        rel += [v for a in self.details.get("anonymity", {}).values() for v in (a["json"], a["png"])]
+        rel += list(self.details.get("grids", {}).values())
+        rel += [g["curve"]["png"] for g in self.details.get("generators", {}).values() if g["curve"].get("png")]
+        return [self.metrics_path] + [reports / r for r in rel if (reports / r).is_file()]
 
     def metrics(self) -> dict[str, float]:
         """metrics.json flattened to ``{'classifiers.real.accuracy': 0.9, ...}`` (MLflow metric names)."""
@@ -272,22 +282,11 @@ def load_judge(cfg: EvaluateConfig) -> tuple[Any, dict[str, Any], str] | None:
 
 def provenance(cfg: EvaluateConfig) -> dict[str, Any]:
     """Git commit, data.dvc md5 and the resolved config: what the numbers were computed from."""
-    import yaml
+    from acneops.lineage import data_md5, git_commit
 
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=60, check=True).stdout.strip()
-
-    try:
-        commit = git("rev-parse", "HEAD")
-        if git("status", "--porcelain", "--untracked-files=no"):
-            commit += " (with uncommitted changes)"
-    except (OSError, subprocess.SubprocessError):
-        commit = "unknown (not a git checkout)"
-    data_md5 = f"unknown ({cfg.data_dvc} not found)"
-    if Path(cfg.data_dvc).is_file():
-        outs = (yaml.safe_load(Path(cfg.data_dvc).read_text()) or {}).get("outs") or [{}]
-        data_md5 = str(outs[0].get("md5", f"unknown (no md5 in {cfg.data_dvc})"))
-    return {"git_commit": commit, "data_dvc_md5": data_md5, "config": to_dict(cfg)}
+    root = Path(cfg.repo_root)
+    return {"git_commit": git_commit(root) or f"unknown ({root} is not a git checkout)",
+            "data_dvc_md5": data_md5(root) or f"unknown (no {root / 'data.dvc'})", "config": to_dict(cfg)}
 
 
 def _sig(x: float) -> float:

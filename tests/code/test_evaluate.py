@@ -114,7 +114,7 @@ def evaluate_params(root: Path, **overrides) -> dict:
         "cache_dir": str(root / "cache"),
         "reports_dir": str(root / "reports"),
         "metrics_path": str(root / "reports" / "metrics.json"),
-        "data_dvc": str(root / "data.dvc"),
+        "repo_root": str(root),
         **overrides,
     }
     return {"evaluate": section, "audit": {"ct_cells": 2, "ct_min_samples": 2, "max_pairs_png": 4, "png_tile": 32}}
@@ -239,6 +239,10 @@ def test_metrics_json_is_deterministic(acne):
     assert flat["classifiers.augmented.accuracy"] == pytest.approx(0.375)
     assert all(isinstance(v, float) for v in flat.values())
     assert "evaluate:" in result.summary()
+    artifacts = result.artifacts()
+    assert acne["reports"] / "metrics.json" in artifacts and acne["reports"] / "report.md" in artifacts
+    assert acne["reports"] / "grids" / "mild.png" in artifacts and acne["reports"] / "confusion_sorter.png" in artifacts
+    assert all(p.is_file() for p in artifacts)
 
 
 def test_only_evaluate_reads_the_test_split(tmp_path, monkeypatch, acne):
@@ -253,6 +257,28 @@ def test_only_evaluate_reads_the_test_split(tmp_path, monkeypatch, acne):
     assert any(r["split"] == "test" for r in reads)
     text = (tmp_path / "r" / "report.md").read_text()
     assert "nothing was audited" in text  # no synthetic set configured: the report says so
+
+
+def test_stage_runner_logs_metrics_and_report_to_mlflow(acne, tmp_path, monkeypatch):
+    """`acneops run evaluate` path: the real MLflow store (sqlite in a temp dir) gets the numbers and the report."""
+    import yaml
+    from mlflow import MlflowClient
+
+    from acneops.stages import run_stage
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("ACNEOPS_PARENT_RUN_ID", raising=False)
+    section = {**acne["params"]["evaluate"], "generators": {}, "synthetic_dir": "", "reports_dir": str(tmp_path / "r"),
+               "metrics_path": str(tmp_path / "r" / "metrics.json")}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({**acne["params"], "evaluate": section}))
+    run_stage("evaluate", None, tmp_path / "params.yaml")
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("acneops").experiment_id])
+    assert run.data.metrics["classifiers.augmented.accuracy"] == pytest.approx(0.375)
+    assert run.data.metrics["sorter.accuracy"] == pytest.approx(0.4)
+    logged = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"report.md", "metrics.json", "evaluation.json"} <= logged
 
 
 def test_binary_task_reports_sensitivity_and_specificity(tmp_path):
