@@ -326,6 +326,13 @@ def metrics_from(details: dict[str, Any]) -> dict[str, Any]:
         nested["generators"] = gens
     if fidelity:
         nested["class_fidelity"] = fidelity
+        own = {g: f[g] for g, f in fidelity.items() if g in f}  # per-class generators judged on their own class
+        if own:
+            nested["class_fidelity_summary"] = {
+                "mean_own": _sig(sum(own.values()) / len(own)),
+                "own_is_top": sum(f[g] == max(f.values()) and f[g] > 0 for g, f in fidelity.items() if g in own),
+                "generators": len(own),
+            }
     anonymity = {c: {k: (_sig(v) if isinstance(v, float) else v) for k, v in a["headline"].items() if v is not None}
                  for c, a in details.get("anonymity", {}).items()}
     if anonymity:

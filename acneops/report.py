@@ -184,6 +184,11 @@ def _generator_section(details: dict[str, Any], metrics: dict[str, Any]) -> list
                   f"Share of each generator's {details['provenance']['config'].get('n_fake')} images that the "
                   f"`{judge['judge']}` classifier assigns to each class (chance {fmt(1 / len(judge['labels']))}); "
                   "a per-class generator should land mostly on its own class (bold).", "", fidelity_table(fid), ""]
+        summary = metrics.get("class_fidelity_summary")
+        if summary:
+            lines += [f"Own class is the most frequent assignment for {summary['own_is_top']} of "
+                      f"{summary['generators']} per-class generators; mean own-class share "
+                      f"{fmt(summary['mean_own'])}.", ""]
     return lines
 
 

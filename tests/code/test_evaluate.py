@@ -146,7 +146,8 @@ def acne(tmp_path_factory) -> dict:
 
 def test_metrics_json_holds_every_section_with_valid_numbers(acne):
     metrics = json.loads((acne["reports"] / "metrics.json").read_text())
-    assert set(metrics) == {"classifiers", "sorter", "generators", "class_fidelity", "anonymity"}
+    assert set(metrics) == {"classifiers", "sorter", "generators", "class_fidelity", "class_fidelity_summary",
+                            "anonymity"}
     assert set(metrics["classifiers"]) == {"synthetic", "real", "augmented"}
     for m in [*metrics["classifiers"].values(), metrics["sorter"]]:
         for key in ("accuracy", "macro_precision", "macro_recall", "macro_f1", "chance_uniform", "chance_majority"):
@@ -176,6 +177,7 @@ def test_forced_classifiers_give_exact_accuracy_confusion_and_fidelity(acne):
     assert metrics["class_fidelity"]["mild"] == {"mild": 1.0, "severe": 0.0}
     assert metrics["generators"]["mild"]["class_fidelity"] == 1.0
     assert metrics["generators"]["severe"]["class_fidelity"] == 0.0
+    assert metrics["class_fidelity_summary"] == {"mean_own": 0.5, "own_is_top": 1, "generators": 2}
     assert "class_fidelity" not in metrics["generators"]["healthy"]  # the sorter has no healthy class ...
     assert set(metrics["class_fidelity"]) == {"mild", "severe", "all"}  # ... so no healthy row is forced onto acne
     cm = json.loads((acne["reports"] / "confusion_augmented.json").read_text())
@@ -196,6 +198,7 @@ def test_report_md_has_scenarios_embedded_images_and_honest_names(acne):
     assert "Chance level" in text and "0.333" in text
     assert "`0123abcd.dir`" in text  # data.dvc md5
     assert "Severity sorter" in text and "0.400" in text
+    assert "Own class is the most frequent assignment for 1 of 2 per-class generators" in text
     assert "fd_tiny" in text and "FID" not in text.replace("not FID", "")
     for cls in ("healthy", "mild", "severe"):
         assert f"![{cls} synthetic samples](grids/{cls}.png)" in text
