@@ -56,6 +56,21 @@ class TrainState:
     cur_nimg: int = 0  # real images shown to D
 
 
+# the figures each phase reports (GanLoss return keys); every tick record carries all of its run's keys
+PHASE_STATS = {"Gmain": ("loss_G", "scores_fake"), "Greg": ("pl_penalty", "pl_mean"),
+               "Dmain": ("loss_D", "scores_real", "scores_fake_D"), "Dreg": ("r1_penalty",)}
+
+
+def stat_keys(state: "TrainState") -> list[str]:
+    """Every key a tick record of this run has (None where a lazy phase did not run in the tick)."""
+    keys = [k for phase in state.phases for k in PHASE_STATS[phase.name]]
+    if state.augment_pipe is not None:
+        keys.append("ada_p")
+    if state.ada is not None:
+        keys.append("ada_rt")
+    return sorted(keys)
+
+
 def step_seed(seed: int, step: int, rank: int = 0) -> int:
     """Seed of the global torch RNG for minibatch ``step`` on ``rank``."""
     return ((seed * 1_000_003 + step) * 1_009 + rank) % (2 ** 63)

@@ -17,8 +17,8 @@ import torch
 
 from acneops import checkpoint as ckpt_io
 from acneops import gan_dist, tracking
-from acneops.gan_loop import (TrainState, build_state, load_state, seed_all, state_dict, train_step, transfer,
-                              weights_sha256)
+from acneops.gan_loop import (TrainState, build_state, load_state, seed_all, stat_keys, state_dict, train_step,
+                              transfer, weights_sha256)
 from acneops.images import ImageBank, save_grid, training_files
 from acneops.io import append_jsonl, read_jsonl, write_json, write_text
 from acneops.train_gan import RESUMABLE_CHANGES, TrainGanConfig, TrainGanResult
@@ -95,10 +95,15 @@ class Ticker:
             self.counts[k] = self.counts.get(k, 0) + 1
 
     def records(self, state: TrainState, tick: int, dist: gan_dist.Dist) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(stats record, timing record) of the tick ending now, figures averaged over ranks; resets."""
+        """(stats record, timing record) of the tick ending now, figures averaged over ranks; resets.
+
+        Every stats record has the same keys (DVC plots need uniform rows): a figure of a lazy phase
+        that did not run during the tick is None, ada_rt is None before ADA's first update.
+        """
         now = time.perf_counter()
         nimg = state.cur_nimg
-        stats: dict[str, Any] = {"tick": tick, "nimg": nimg, "kimg": nimg / 1000, "step": state.step}
+        stats: dict[str, Any] = {k: None for k in stat_keys(state)}
+        stats.update({"tick": tick, "nimg": nimg, "kimg": nimg / 1000, "step": state.step})
         keys = sorted(self.sums)
         if keys:  # one collective per tick (every rank runs the same phases, so the keys agree)
             means = torch.stack([self.sums[k].detach().float().cpu() / self.counts[k] for k in keys])
@@ -107,7 +112,7 @@ class Ticker:
             stats.update({k: float(v) for k, v in zip(keys, means)})
         if state.augment_pipe is not None:
             stats["ada_p"] = float(state.augment_pipe.p)
-        if state.ada is not None and state.ada.rt == state.ada.rt:  # skip nan before the first update
+        if state.ada is not None and state.ada.rt == state.ada.rt:  # nan before the first update
             stats["ada_rt"] = float(state.ada.rt)
         secs = max(now - self.start_time, 1e-9)
         done = max(nimg - self.start_nimg, 1)
@@ -165,21 +170,26 @@ def _loop(state: TrainState, cfg: TrainGanConfig, bank: ImageBank, run: tracking
             if dist.is_main:
                 append_jsonl(cfg.out_dir / STATS, stats)
                 append_jsonl(cfg.out_dir / TIMING, timing)
-                numeric = {k: v for k, v in {**stats, **timing}.items() if k not in ("tick", "nimg", "step")}
+                write_json(cfg.plots_file, read_jsonl(cfg.out_dir / STATS))
+                numeric = {k: v for k, v in {**stats, **timing}.items()
+                           if k not in ("tick", "nimg", "step") and v is not None}
                 run.log_metrics(numeric, step=state.cur_nimg)
-                bar.set_postfix({k: f"{stats[k]:.3g}" for k in ("loss_G", "loss_D", "ada_p") if k in stats})
+                bar.set_postfix({k: f"{stats[k]:.3g}" for k in ("loss_G", "loss_D", "ada_p")
+                                 if stats.get(k) is not None})
         if done or _crossed(before, state.cur_nimg, snap_nimg):
             sha = _snapshot(state, cfg, run, dist, len(bank)) or sha
     bar.close()
     return sha
 
 
-def write_metrics(cfg: TrainGanConfig, cur_nimg: int, num_images: int) -> dict[str, Any]:
-    """The DVC metrics file: the last tick's training figures (deterministic), kimg and image count."""
+def write_reports(cfg: TrainGanConfig, cur_nimg: int, num_images: int) -> dict[str, Any]:
+    """The DVC metrics file (last tick's figures, kimg, image count) and plots file (every tick)."""
     rows = read_jsonl(cfg.out_dir / STATS)
-    last = {k: v for k, v in (rows[-1] if rows else {}).items() if k not in ("tick", "step", "nimg", "kimg")}
+    last = {k: v for k, v in (rows[-1] if rows else {}).items()
+            if k not in ("tick", "step", "nimg", "kimg") and v is not None}
     figures = {**last, "kimg": cur_nimg / 1000, "num_images": num_images}
     write_json(cfg.metrics_file, figures)
+    write_json(cfg.plots_file, rows)
     return figures
 
 
@@ -188,7 +198,7 @@ def _finish(cfg: TrainGanConfig, run: tracking.Run, sha: str, state: TrainState,
     if (cfg.out_dir / CHECKPOINT).is_file():
         os.replace(cfg.out_dir / CHECKPOINT, final)
     run.set_tags({"checkpoint_path": str(final.resolve()), "checkpoint_sha256": sha or ckpt_io.sha256_file(final)})
-    write_metrics(cfg, state.cur_nimg, num_images)
+    write_reports(cfg, state.cur_nimg, num_images)
     return final
 
 
@@ -205,8 +215,8 @@ def _finished(cfg: TrainGanConfig, resume: dict[str, Any] | None, dist: gan_dist
     final = cfg.out_dir / FINAL
     if resume is None or resume["cur_nimg"] < round(cfg.total_kimg * 1000) or not final.is_file():
         return None
-    if dist.is_main and not cfg.metrics_file.is_file():
-        write_metrics(cfg, int(resume["cur_nimg"]), int(resume.get("num_images", 0)))
+    if dist.is_main and not (cfg.metrics_file.is_file() and cfg.plots_file.is_file()):
+        write_reports(cfg, int(resume["cur_nimg"]), int(resume.get("num_images", 0)))
     return TrainGanResult(cfg.name, final, ckpt_io.sha256_file(final), int(resume["cur_nimg"]), True,
                           str(resume.get("mlflow_run_id", "")))
 

@@ -10,11 +10,13 @@ Trail left in ``out_dir`` (default ``models/gan/<run>``), written by rank 0:
 - ``checkpoint.pt``: self-describing checkpoint every ``snapshot_kimg`` (atomic); renamed to
   ``final.pt`` when training completes. Re-running the same command after a kill (even SIGKILL)
   resumes from it and ends with exactly the weights of an uninterrupted run (CPU);
-- ``stats.jsonl``: per tick losses, R1 and path-length penalties, ADA p and r_t (deterministic,
-  what DVC plots read); ``timing.jsonl``: per tick images/s and sec/kimg (wall-clock, varies);
+- ``stats.jsonl``: per tick losses, R1 and path-length penalties, ADA p and r_t (deterministic);
+  ``timing.jsonl``: per tick images/s and sec/kimg (wall-clock, varies);
 - ``grids/fakes_kimg<kimg>.png``: fixed-seed sample grid of G_ema per snapshot;
-- ``metrics_path`` (default ``reports/train_gan/<run>.json``, outside out_dir so DVC can list it as
-  metrics): the last tick's figures, kimg, image count and the final checkpoint's sha256;
+- outside out_dir, so dvc.yaml can list them: ``metrics_path`` (default ``reports/train_gan/<run>.json``)
+  the last tick's figures, kimg and image count; ``plots_path`` (default
+  ``reports/train_gan/<run>_stats.json``) stats.jsonl rewritten as a JSON list every tick (DVC plots
+  read JSON, YAML, CSV or TSV, not JSONL);
 - one MLflow run per training (resumed runs continue it): params, per-tick metrics with
   step = cur_nimg (kimg * 1000, an integer), grids as artifacts, checkpoint path and sha256 as tags.
 
@@ -45,7 +47,7 @@ STYLEGAN_ONLY = {"r1_gamma": 0.0, "pl_weight": 0.0, "style_mixing": 0.0}  # neut
 TRACKS_ITSELF = True  # acneops.stages.run_stage: this stage opens (and resumes) its own MLflow run, rank 0 only
 # keys a resume may change: they do not alter the weights of the steps already taken
 RESUMABLE_CHANGES = {"total_kimg", "snapshot_kimg", "tick_kimg", "workers", "grid_seeds", "truncation_psi",
-                     "metrics_path", "device"}
+                     "metrics_path", "plots_path", "device"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +57,7 @@ class TrainGanConfig:
     name: str  # the run's name (from --name), e.g. all, healthy, mild
     out_dir: Path  # where config, checkpoints, logs and grids go; default models/gan/<name>
     metrics_path: str = ""  # final training figures (JSON, DVC metrics); "" = reports/train_gan/<name>.json
+    plots_path: str = ""  # per-tick figures as a JSON list (DVC plots); "" = reports/train_gan/<name>_stats.json
     family: str = "stylegan2"  # stylegan2 | dcgan
     labels: tuple[str, ...] = ()  # classes of the restored TRAIN split to train on (or use image_dir)
     image_dir: str = ""  # folder of PNGs to train on instead of labels (e.g. a sorted synthetic set); "" = off
@@ -122,6 +125,10 @@ class TrainGanConfig:
     def metrics_file(self) -> Path:
         return Path(self.metrics_path or f"reports/train_gan/{self.name}.json")
 
+    @property
+    def plots_file(self) -> Path:
+        return Path(self.plots_path or f"reports/train_gan/{self.name}_stats.json")
+
     def batch_gpu(self, world: int) -> int:
         """Images per process per step; the total batch must split evenly."""
         require(self.batch % world == 0,
@@ -162,6 +169,7 @@ def config_from_params(params: dict[str, Any], name: str | None) -> TrainGanConf
         values["labels"] = []
     values.setdefault("out_dir", f"models/gan/{name}")
     values.setdefault("metrics_path", f"reports/train_gan/{name}.json")
+    values.setdefault("plots_path", f"reports/train_gan/{name}_stats.json")
     if values.get("family") == "dcgan":  # DCGAN has no R1/path length/style mixing: neutralise inherited keys
         explicit = {k: override[k] for k in STYLEGAN_ONLY if k in override and override[k] != STYLEGAN_ONLY[k]}
         if explicit:

@@ -29,6 +29,7 @@ def test_run_overrides_common_keys():
     assert cfg.name == "all" and cfg.batch == 8 and cfg.r1_gamma == 0.5
     assert cfg.labels == ("mild", "severe") and cfg.out_dir == Path("models/gan/all")
     assert cfg.metrics_file == Path("reports/train_gan/all.json")
+    assert cfg.plots_file == Path("reports/train_gan/all_stats.json")
     assert config_from_params(params, "healthy").batch == 4
 
 
@@ -77,6 +78,7 @@ def test_augment_presets_and_lists():
 def _cfg(tmp_path: Path, **kw) -> TrainGanConfig:
     values = {**NET, "name": "t", "out_dir": str(tmp_path / "out"), "labels": ["healthy"],
               "metrics_path": str(tmp_path / "reports" / "t.json"),
+              "plots_path": str(tmp_path / "reports" / "t_stats.json"),
               "restored_dir": str(tmp_path / "restored"), "r1_interval": 2, "pl_interval": 2, **kw}
     from acneops.config import build
 
@@ -164,6 +166,9 @@ def test_tiny_run_leaves_the_documented_trail(tmp_path, monkeypatch, family):
     assert sorted(p.name for p in (out / "grids").iterdir()) == ["fakes_kimg00000.008.png", "fakes_kimg00000.012.png"]
     metrics = json.loads(cfg.metrics_file.read_text())  # DVC metrics: last tick's figures, outside out_dir
     assert metrics["kimg"] == 0.012 and metrics["num_images"] == 8 and metrics["loss_D"] == stats[-1]["loss_D"]
+    assert json.loads(cfg.plots_file.read_text()) == stats  # DVC plots read JSON lists, not JSONL
+    if family == "stylegan2":
+        _dvc_plots_read(tmp_path, cfg.plots_file)
 
     ckpt = checkpoint.load(out / "final.pt")  # self-describing: rebuilds G_ema with no other input
     assert ckpt["family"] == family and ckpt["cur_nimg"] == 12 and ckpt["step"] == 3
@@ -178,6 +183,23 @@ def test_tiny_run_leaves_the_documented_trail(tmp_path, monkeypatch, family):
     assert mlrun.data.tags["checkpoint_sha256"] == result.sha256 == checkpoint.sha256_file(out / "final.pt")
     assert [m.step for m in client.get_metric_history(result.run_id, "loss_G")] == [4, 8, 12]
     assert len(client.list_artifacts(result.run_id, "grids")) == 2
+
+
+def _dvc_plots_read(root: Path, plots_file: Path) -> None:
+    """The real `dvc plots show` renders the loss curves of the plots file (uniform JSON rows)."""
+    import shutil
+    import subprocess
+    import sys
+
+    dvc = shutil.which("dvc") or str(Path(sys.executable).with_name("dvc"))
+    subprocess.run([dvc, "init", "--no-scm", "-q"], cwd=root, check=True, timeout=300)
+    rel = plots_file.relative_to(root)
+    (root / "dvc.yaml").write_text(f"plots:\n  - {rel}:\n      x: kimg\n      y: [loss_G, loss_D, r1_penalty]\n")
+    shown = subprocess.run([dvc, "plots", "show", "--json"], cwd=root, capture_output=True, text=True, timeout=300)
+    out = json.loads(shown.stdout)
+    assert "errors" not in out, out.get("errors")
+    values = out["data"][str(rel)][0]["content"]["data"]["values"]
+    assert {v["kimg"] for v in values} == {0.004, 0.008, 0.012}
 
 
 def test_missing_classes_and_wrong_sizes_are_clear_errors(tmp_path, monkeypatch):

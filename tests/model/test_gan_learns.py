@@ -56,6 +56,7 @@ def test_short_training_moves_the_generator_toward_the_data(tmp_path, monkeypatc
     restored = make_restored(tmp_path, per_class=64, labels=("healthy",))
     settings, ratio = FAMILIES[family]
     values = {"name": "learn", "out_dir": str(tmp_path / "out"), "metrics_path": str(tmp_path / "learn.json"),
+              "plots_path": str(tmp_path / "learn_stats.json"),
               "labels": ["healthy"], "restored_dir": str(restored),
               "resolution": 32, "z_dim": 64, "w_dim": 64, "mapping_layers": 2, "batch": 16, "ada": False,
               "snapshot_kimg": 1.0, "tick_kimg": 0.16, "grid_seeds": 4, "workers": 2, "device": "cpu", **settings}
