@@ -140,3 +140,21 @@ def to_dict(cfg: Any) -> dict[str, Any]:
         return v
 
     return {f.name: plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+
+
+def check_upstream(values: dict[str, Any], expected: str | Path, where: str) -> None:
+    """Pop a foreach run's ``upstream`` key and check it names the input the run really reads.
+
+    dvc.yaml cannot derive a run's dependency from its settings, so each run of a foreach stage declares
+    ``upstream`` (the one input it adds to the stage's common inputs) and dvc.yaml lists
+    ``${item.upstream}``. A declared value that differs from what the run reads would let DVC miss a
+    change, so it is an error; runs outside dvc.yaml may omit the key.
+    """
+    declared = values.pop("upstream", None)
+    if declared is None:
+        return
+    if Path(str(declared)) != Path(expected):
+        raise ConfigError(
+            f"params.yaml [{where}.upstream]: is {declared!r} but this run reads {str(expected)!r}; "
+            f"set upstream: {expected} so dvc.yaml re-runs it when that input changes"
+        )

@@ -33,7 +33,7 @@ class SortConfig:
     seed_start: int = 0  # first generation seed (seeds seed_start .. seed_start+n_images-1)
     psi: float = 1.0  # truncation psi at generation (1 = none: keep the full diversity for fine-tuning)
     threshold: float = 0.5  # minimum top-class probability to keep an image, in [0, 1]
-    min_per_class: int = 8  # fewer kept images in any class is an error (a GAN cannot be fine-tuned on it)
+    min_per_class: int = 40  # a class with fewer confident images is topped up with its most probable ones
     batch: int = 32  # generation / classification batch, images
 
     def __post_init__(self) -> None:
@@ -46,12 +46,25 @@ class SortConfig:
 @dataclasses.dataclass(frozen=True)
 class SortResult:
     counts: dict[str, int]  # kept images per class
-    rejected: int  # images below the confidence threshold
+    rejected: int  # images below the confidence threshold and not needed to top up a class
+    topped_up: dict[str, int]  # images added below the threshold to reach min_per_class, per class
+    report: dict[str, Any]  # the content of report_path
     report_path: Path
 
     def summary(self) -> str:
         kept = ", ".join(f"{k}={v}" for k, v in self.counts.items())
-        return f"sort: kept {kept}; rejected {self.rejected} -> {self.report_path}"
+        extra = f"; topped up below threshold {self.topped_up}" if self.topped_up else ""
+        return f"sort: kept {kept}; rejected {self.rejected}{extra} -> {self.report_path}"
+
+    def metrics(self) -> dict[str, float]:
+        """Numbers for MLflow: kept/topped-up counts per class, shares."""
+        out = {f"kept_{k}": float(v) for k, v in self.counts.items()}
+        out.update({f"topped_up_{k}": float(v) for k, v in self.topped_up.items()})
+        out.update({k: float(self.report[k]) for k in ("rejected_share", "confident_share")})
+        return out
+
+    def artifacts(self) -> list[Path]:
+        return [self.report_path]
 
 
 def config_from_params(params: dict[str, Any], name: str | None = None) -> SortConfig:
@@ -70,44 +83,77 @@ def label_images(cfg: SortConfig, seeds: np.ndarray) -> tuple[np.ndarray, np.nda
     return images, probs, list(model_args["labels"]), ckpt_meta
 
 
-def run(cfg: SortConfig) -> SortResult:
-    """Generate, classify, keep confident images per class, write folders + manifest + report."""
+def assign(probs: np.ndarray, threshold: float, min_per_class: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Class index per image (-1 = rejected) and the topped-up image indices.
+
+    An image is kept for its top class when that probability reaches ``threshold``. A class with fewer
+    than ``min_per_class`` kept images is topped up with the not-yet-kept images that have the highest
+    probability for it (still labelled with that class), so every severity generator has images to
+    fine-tune on; how many were topped up is reported, never hidden.
+    """
+    top = probs.argmax(axis=1)
+    label = np.where(probs.max(axis=1) >= threshold, top, -1)
+    topped: dict[int, int] = {}
+    for c in range(probs.shape[1]):
+        missing = min_per_class - int(np.sum(label == c))
+        if missing <= 0:
+            continue
+        free = np.flatnonzero(label == -1)
+        best = free[np.argsort(-probs[free, c], kind="stable")[:missing]]
+        label[best] = c
+        topped[c] = len(best)
+    return label, top, topped
+
+
+def write_sorted(cfg: SortConfig, images: np.ndarray, seeds: np.ndarray, probs: np.ndarray,
+                 label: np.ndarray, labels: list[str], source: dict[str, str]) -> None:
+    """One folder per class (PNGs + source.json naming G_all and the sorter) and manifest.csv, atomically.
+
+    source.json makes each class folder change whenever G_all or the sorter changes, so the per-severity
+    fine-tunes that depend on a class folder (and resume from G_all) re-run with them.
+    """
     from PIL import Image
 
     from acneops.io import save_png
 
-    seeds = np.arange(cfg.seed_start, cfg.seed_start + cfg.n_images)
-    images, probs, labels, sorter_meta = label_images(cfg, seeds)
-    top = probs.argmax(axis=1)
-    confidence = probs.max(axis=1)
-    keep = confidence >= cfg.threshold
-    counts = {lab: int(np.sum(keep & (top == i))) for i, lab in enumerate(labels)}
-    short = {lab: n for lab, n in counts.items() if n < cfg.min_per_class}
-    if short:
-        raise StageError(
-            f"sort: too few confident images for {short} (min_per_class={cfg.min_per_class}, "
-            f"threshold={cfg.threshold}, n_images={cfg.n_images}); raise sort.n_images, lower sort.threshold, "
-            "or train G_all / the sorter longer"
-        )
     rows = []
     with atomic_dir(cfg.out_dir) as tmp:
-        for i in np.flatnonzero(keep):
-            file = f"{labels[top[i]]}/seed{int(seeds[i]):06d}.png"
+        for c, name in enumerate(labels):
+            write_json(tmp / name / "source.json", source)
+        for i in np.flatnonzero(label >= 0):
+            name = labels[label[i]]
+            file = f"{name}/seed{int(seeds[i]):06d}.png"
             save_png(tmp / file, Image.fromarray(images[i], "RGB"))
-            rows.append({"file": file, "label": labels[top[i]], "seed": int(seeds[i]),
-                         "confidence": f"{confidence[i]:.6f}"})
+            rows.append({"file": file, "label": name, "seed": int(seeds[i]),
+                         "confidence": f"{probs[i, label[i]]:.6f}"})
         write_csv(tmp / "manifest.csv", rows, MANIFEST_FIELDS)
+
+
+def run(cfg: SortConfig) -> SortResult:
+    """Generate, classify, keep confident images per class, write folders + manifest + report."""
+    seeds = np.arange(cfg.seed_start, cfg.seed_start + cfg.n_images)
+    images, probs, labels, sorter_meta = label_images(cfg, seeds)
+    if cfg.min_per_class * len(labels) > cfg.n_images:
+        raise StageError(f"sort: n_images={cfg.n_images} cannot give {cfg.min_per_class} images to each of "
+                         f"{len(labels)} classes; raise sort.n_images or lower sort.min_per_class")
+    label, top, topped = assign(probs, cfg.threshold, cfg.min_per_class)
+    source = {"generator_sha256": sha256_file(cfg.generator), "sorter_sha256": sha256_file(cfg.sorter)}
+    write_sorted(cfg, images, seeds, probs, label, labels, source)
+    counts = {name: int(np.sum(label == c)) for c, name in enumerate(labels)}
+    confident = probs.max(axis=1) >= cfg.threshold
     report = {
         "n_generated": int(cfg.n_images),
         "threshold": cfg.threshold,
         "kept_per_class": counts,
-        "rejected": int(np.sum(~keep)),
-        "rejected_share": float(np.mean(~keep)),
-        "mean_confidence_kept": float(confidence[keep].mean()) if keep.any() else None,
-        "share_per_class_before_threshold": {lab: float(np.mean(top == i)) for i, lab in enumerate(labels)},
+        "topped_up_per_class": {labels[c]: n for c, n in topped.items()},
+        "rejected": int(np.sum(label < 0)),
+        "rejected_share": float(np.mean(label < 0)),
+        "confident_share": float(np.mean(confident)),
+        "mean_confidence_kept": float(probs[label >= 0, label[label >= 0]].mean()) if (label >= 0).any() else None,
+        "share_per_class_before_threshold": {name: float(np.mean(top == c)) for c, name in enumerate(labels)},
         "sorter_val_metrics": sorter_meta.get("metrics"),
-        "generator_sha256": sha256_file(cfg.generator),
-        "sorter_sha256": sha256_file(cfg.sorter),
+        **source,
     }
     write_json(cfg.report_path, report)
-    return SortResult(counts=counts, rejected=report["rejected"], report_path=cfg.report_path)
+    return SortResult(counts=counts, rejected=report["rejected"], topped_up=report["topped_up_per_class"],
+                      report=report, report_path=cfg.report_path)

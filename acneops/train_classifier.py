@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from acneops.classifiers import REGISTRY
-from acneops.config import ConfigError, build, require, section, to_dict
+from acneops.config import ConfigError, build, check_upstream, require, section, to_dict
 
 SECTION = "train_classifier"
 ROLES = ("sorter", "classifier")  # data roles a classifier may take (acneops.data_access)
@@ -107,6 +107,8 @@ def config_from_params(params: dict[str, Any], name: str | None) -> TrainClassif
         raise ConfigError(f"params.yaml [{SECTION}.runs.{name}]: must be a mapping of keys to override, got {overrides!r}")
     values.update(overrides)
     values["name"] = name
+    reads = values.get("synthetic_dir") or Path(str(values.get("restored_dir", "datasets/restored"))) / "train"
+    check_upstream(values, reads, f"{SECTION}.runs.{name}")
     pretrained = values.pop("pretrained", False)
     if pretrained is None or not isinstance(pretrained, (bool, str)):
         raise ConfigError(f"params.yaml [{SECTION}@{name}.pretrained]: false, true or a weights file path, got {pretrained!r}")
