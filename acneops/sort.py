@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from acneops.config import build, require, section
+from acneops.config import ConfigError, build, require, section
 from acneops.errors import StageError
 from acneops.io import atomic_dir, sha256_file, write_csv, write_json
 
@@ -68,7 +68,14 @@ class SortResult:
 
 
 def config_from_params(params: dict[str, Any], name: str | None = None) -> SortConfig:
-    return build(SortConfig, section(params, "sort"), "sort")
+    """Section ``sort`` (shared settings) merged with ``sort.runs[name]`` (generator and sorter)."""
+    values = dict(section(params, "sort"))
+    runs = values.pop("runs", None) or {}
+    if name is None or name not in runs:
+        raise ConfigError(f"sort: unknown run {name!r}; pass --name with one of {sorted(runs)} "
+                          "(the keys of params.yaml sort.runs)")
+    values.update(runs[name] or {})
+    return build(SortConfig, values, f"sort.runs.{name}")
 
 
 def label_images(cfg: SortConfig, seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str], dict]:
