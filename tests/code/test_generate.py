@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -107,3 +108,13 @@ def test_save_images_writes_clean_pngs(tmp_path):
         assert np.array_equal(np.asarray(im), images[0]) and not im.info.get("exif")
     with pytest.raises(AcneopsError, match="2 images but 1 names"):
         save_images(images, tmp_path / "out", ["x.png"])
+
+
+def test_training_after_generation_in_the_same_process(tmp_path):
+    """A flow may generate (inference mode) and then train in one process: nothing generation
+    caches may leak inference tensors into training (StyleGAN2's FIR kernel cache once did)."""
+    generate(_checkpoint(tmp_path), [0, 1])
+    G, _ = load_generator(_checkpoint(tmp_path, seed=2))
+    G = copy.deepcopy(G).train().requires_grad_(True)
+    G(torch.randn(2, G.z_dim)).square().mean().backward()
+    assert all(p.grad is not None for p in G.synthesis.parameters())
