@@ -70,9 +70,14 @@ def upfirdn2d(x: Tensor, f: Tensor | None, up: int = 1, down: int = 1,
 @functools.lru_cache(maxsize=64)
 def _fir_kernel(taps: tuple[float, ...], gain: float, flip: bool, device: torch.device,
                 dtype: torch.dtype) -> Tensor:
-    """(K, K) constant kernel outer(taps, taps)/sum * gain, flipped for conv2d (upfirdn convolves)."""
-    f = setup_filter(taps) * gain
-    return (f.flip([0, 1]) if flip else f).to(device=device, dtype=dtype)
+    """(K, K) constant kernel outer(taps, taps)/sum * gain, flipped for conv2d (upfirdn convolves).
+
+    Built outside inference mode: the kernel is cached, and a first call under ``torch.inference_mode``
+    (generation) must not leave an inference tensor that a later training step cannot save for backward.
+    """
+    with torch.inference_mode(False):
+        f = setup_filter(taps) * gain
+        return (f.flip([0, 1]) if flip else f).to(device=device, dtype=dtype)
 
 
 class _DepthwiseFIR(torch.autograd.Function):

@@ -30,7 +30,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from acneops.config import ConfigError, build, require, section
+from acneops.config import ConfigError, build, check_upstream, require, section
 
 AUGMENT_GROUPS = {  # ADA's augmentation presets (NVIDIA's --augpipe names)
     "blit": ("xflip", "rotate90", "xint"),
@@ -151,6 +151,15 @@ def augment_kwargs(spec: str, where: str = "train_gan") -> dict[str, float]:
     return {n: 1.0 for n in names}
 
 
+def upstream_of(values: dict[str, Any]) -> Path:
+    """What a run reads beyond the restored train split: its image_dir, else its base checkpoint's folder."""
+    if values.get("image_dir"):
+        return Path(str(values["image_dir"]))
+    if values.get("resume_from"):
+        return Path(str(values["resume_from"])).parent
+    return Path(str(values.get("restored_dir", "datasets/restored"))) / "train"
+
+
 def config_from_params(params: dict[str, Any], name: str | None) -> TrainGanConfig:
     """Merge ``train_gan``'s common keys with ``train_gan.runs[name]`` into a validated config."""
     common = dict(section(params, "train_gan"))
@@ -165,6 +174,7 @@ def config_from_params(params: dict[str, Any], name: str | None) -> TrainGanConf
         if key in common or key in override:
             raise ConfigError(f"params.yaml [train_gan]: '{key}' comes from --name; remove it from params")
     values = {**common, **override, "name": name}
+    check_upstream(values, upstream_of(values), f"train_gan.runs.{name}")
     if "image_dir" in override and "labels" not in override:  # a folder run drops the common labels
         values["labels"] = []
     values.setdefault("out_dir", f"models/gan/{name}")
