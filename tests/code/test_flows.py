@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -47,3 +48,23 @@ def test_flow_order_respects_dvc_dependencies():
         src, dst = (part.strip().strip('"') for part in edge.split("->"))
         if src in group_of and dst in group_of:  # data.dvc is not a flow stage
             assert group_of[src] < group_of[dst], f"{src} must run before {dst}"
+
+
+def test_dvc_repro_dry_runs_the_hierarchy_in_order(tmp_path):
+    """`dvc repro --dry` on a fresh checkout: data stages, base, G_all + sorter, sort, per-severity fine-tunes,
+    synthesize, the three scenarios, evaluate."""
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copytree(ROOT / ".dvc", tmp_path / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp"))
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    out = subprocess.run([sys.executable, "-m", "dvc", "repro", "--dry", "--force"], cwd=tmp_path,
+                         capture_output=True, text=True, check=True)
+    order = [line.split("'")[1] for line in out.stdout.splitlines() if line.startswith("Running stage")]
+    assert sorted(order) == sorted(_dvc_stages())
+    pos = {name: i for i, name in enumerate(order)}
+    chain = ["ingest", "restore", "train_gan@base", "train_gan@all", "sort@all", "train_gan@mild", "synthesize",
+             "train_classifier@synthetic", "evaluate"]
+    assert [pos[s] for s in chain] == sorted(pos[s] for s in chain)
+    assert pos["train_classifier@sorter"] < pos["sort@all"]
+    assert max(pos[f"train_gan@{s}"] for s in ("mild", "moderate", "severe")) < pos["synthesize"]
+    assert max(pos[f"train_classifier@{s}"] for s in ("synthetic", "real", "augmented")) < pos["evaluate"]
