@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import re
 import shutil
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any, Iterator
 
 from acneops.config import build, require
 from acneops.errors import AcneopsError
-from acneops.io import write_csv
+from acneops.io import atomic_dir, write_csv
 from acneops.paths import IMAGES_SUBDIR, LABELS_FILE
 
 RAW_COLUMNS = ["image", "label", "lesions", "source", "split"]  # labels.csv header, in this order
@@ -144,28 +143,12 @@ def check_output_dir(out: Path) -> None:
 
 @contextlib.contextmanager
 def staged_output(out: str | Path) -> Iterator[Path]:
-    """Yield a hidden staging folder; on success it replaces OUT in one rename, on error it is removed."""
+    """Yield a hidden staging folder (with images/); on success it replaces OUT in one rename (io.atomic_dir)."""
     out = Path(out)
     check_output_dir(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = out.parent / f".{out.name}.partial-{os.getpid()}"
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    for leftover in (stage, old):
-        shutil.rmtree(leftover, ignore_errors=True)
-    (stage / IMAGES_SUBDIR).mkdir(parents=True)
-    try:
+    with atomic_dir(out) as stage:
+        (stage / IMAGES_SUBDIR).mkdir(parents=True)
         yield stage
-        if out.exists():
-            os.replace(out, old)
-        try:
-            os.replace(stage, out)
-        except OSError:
-            if old.exists():
-                os.replace(old, out)  # put the previous dataset back
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
 
 
 def write_labels(folder: Path, rows: list[dict[str, Any]]) -> None:

@@ -140,7 +140,12 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             old = path.with_name(f".{path.name}.old.tmp")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(path, old)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if old is not None:
+                os.replace(old, path)  # put the previous folder back: nothing already written is lost
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:
