@@ -44,17 +44,25 @@ def training_files(restored_dir: Path, labels: tuple[str, ...], image_dir: Path 
 
 
 def read_image(path: Path, resolution: int) -> np.ndarray:
-    """One image as uint8 (3, H, W); a missing, unreadable or wrongly sized file is a StageError."""
+    """One image as uint8 (3, H, W) at ``resolution``.
+
+    A larger square image is downscaled with Pillow's antialiased LANCZOS filter (deterministic), so the GAN
+    can train below the restored resolution (NVIDIA's dataset_tool does the same); a smaller or non-square
+    image, or a missing or unreadable file, is a StageError.
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
             im = im.convert("RGB")
-            if im.size != (resolution, resolution):
+            w, h = im.size
+            if w != h or w < resolution:
                 raise StageError(
-                    f"{path}: image is {im.size[0]}x{im.size[1]}, the GAN trains at {resolution}x{resolution}; "
-                    "re-run `restore` at this resolution or fix train_gan.resolution"
+                    f"{path}: image is {w}x{h}, the GAN trains at {resolution}x{resolution} (square images of at "
+                    "least that side are needed); re-run `restore` at this resolution or fix train_gan.resolution"
                 )
+            if w > resolution:
+                im = im.resize((resolution, resolution), Image.Resampling.LANCZOS)
             return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).copy()
     except (OSError, UnidentifiedImageError) as exc:
         raise StageError(f"{path}: cannot read image ({exc}); replace or remove the file") from exc

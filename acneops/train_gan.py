@@ -62,7 +62,7 @@ class TrainGanConfig:
     labels: tuple[str, ...] = ()  # classes of the restored TRAIN split to train on (or use image_dir)
     image_dir: str = ""  # folder of PNGs to train on instead of labels (e.g. a sorted synthetic set); "" = off
     restored_dir: Path = Path("datasets/restored")  # restore stage output (<split>/manifest.csv + images)
-    resolution: int = 64  # image side, px (power of two; the images must already have it)
+    resolution: int = 64  # image side, px (power of two; larger square images are downscaled to it on load)
     z_dim: int = 512  # latent z size
     w_dim: int = 512  # intermediate latent w size (stylegan2)
     mapping_layers: int = 8  # mapping network depth (stylegan2)

@@ -235,3 +235,22 @@ def test_transfer_run_trains_only_the_unfrozen_layers(tmp_path, monkeypatch):
                 assert torch.equal(value, before[net][name]), f"{net}.{name} was frozen but changed"
             elif name.startswith(trained) and name.endswith("weight"):
                 assert not torch.equal(value, before[net][name]), f"{net}.{name} should have trained"
+
+
+def test_larger_images_are_downscaled_on_load_and_odd_shapes_refused(tmp_path):
+    """train_gan.resolution may be below the restored resolution: images are LANCZOS-downscaled on load."""
+    from PIL import Image
+
+    from acneops.errors import StageError
+    from acneops.images import read_image
+
+    rng = np.random.default_rng(0)
+    big = Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    big.save(tmp_path / "big.png")
+    got = read_image(tmp_path / "big.png", 32)
+    want = np.asarray(big.resize((32, 32), Image.Resampling.LANCZOS)).transpose(2, 0, 1)
+    assert got.shape == (3, 32, 32) and np.array_equal(got, want)
+    assert np.array_equal(read_image(tmp_path / "big.png", 64), np.asarray(big).transpose(2, 0, 1))
+    Image.fromarray(rng.integers(0, 256, (32, 64, 3), dtype=np.uint8)).save(tmp_path / "wide.png")
+    with pytest.raises(StageError, match="64x32, the GAN trains at 32x32 \\(square"):
+        read_image(tmp_path / "wide.png", 32)
