@@ -36,7 +36,7 @@ ROLE = "evaluate"  # data-access role: the only one allowed to read the real tes
 DETAILS_FILE = "evaluation.json"  # everything behind metrics.json, under reports_dir
 REPORT_FILE = "report.md"
 DEFAULT_CLASSIFIERS = {s: Path(f"models/classifier/{s}/best.pt") for s in ("synthetic", "real", "augmented")}
-DEFAULT_GENERATORS = {"healthy": Path("models/gan/base/final.pt"),
+DEFAULT_GENERATORS = {"healthy": Path("models/gan/healthy/final.pt"),
                       **{c: Path(f"models/gan/{c}/final.pt") for c in ("mild", "moderate", "severe", "all")}}
 
 

@@ -46,7 +46,7 @@ OVERSAMPLE_MAX = 4  # a top-up round generates at most this many images per miss
 EXTRACTORS = ("domain", "tiny", "inception")
 
 
-DEFAULT_GENERATORS = {"healthy": "models/gan/base/final.pt", "mild": "models/gan/mild/final.pt",
+DEFAULT_GENERATORS = {"healthy": "models/gan/healthy/final.pt", "mild": "models/gan/mild/final.pt",
                       "moderate": "models/gan/moderate/final.pt", "severe": "models/gan/severe/final.pt"}
 
 

@@ -22,7 +22,7 @@ PIPELINE: list[list[tuple[str, str | None]]] = [
     [("restore", None)],
     [("train_gan", "base")],
     [("train_gan", "all"), ("train_classifier", "sorter")],
-    [("sort", "all")],
+    [("sort", "all"), ("train_gan", "healthy")],
     [("train_gan", "mild"), ("train_gan", "moderate"), ("train_gan", "severe")],
     [("synthesize", None)],
     [("train_classifier", "synthetic"), ("train_classifier", "real"), ("train_classifier", "augmented")],

@@ -66,5 +66,6 @@ def test_dvc_repro_dry_runs_the_hierarchy_in_order(tmp_path):
              "train_classifier@synthetic", "evaluate"]
     assert [pos[s] for s in chain] == sorted(pos[s] for s in chain)
     assert pos["train_classifier@sorter"] < pos["sort@all"]
-    assert max(pos[f"train_gan@{s}"] for s in ("mild", "moderate", "severe")) < pos["synthesize"]
+    assert pos["train_gan@all"] < pos["train_gan@healthy"]
+    assert max(pos[f"train_gan@{s}"] for s in ("healthy", "mild", "moderate", "severe")) < pos["synthesize"]
     assert max(pos[f"train_classifier@{s}"] for s in ("synthetic", "real", "augmented")) < pos["evaluate"]
