@@ -51,8 +51,8 @@ def test_flow_order_respects_dvc_dependencies():
 
 
 def test_dvc_repro_dry_runs_the_hierarchy_in_order(tmp_path):
-    """`dvc repro --dry` on a fresh checkout: data stages, base, G_all + sorter, sort, per-severity fine-tunes,
-    synthesize, the three scenarios, evaluate."""
+    """`dvc repro --dry` on a fresh checkout: data stages, base, G_all + sorter, then sort and the per-class
+    fine-tunes of G_all, synthesize, the three scenarios, evaluate."""
     for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
         shutil.copy(ROOT / name, tmp_path / name)
     shutil.copytree(ROOT / ".dvc", tmp_path / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp"))
@@ -62,10 +62,10 @@ def test_dvc_repro_dry_runs_the_hierarchy_in_order(tmp_path):
     order = [line.split("'")[1] for line in out.stdout.splitlines() if line.startswith("Running stage")]
     assert sorted(order) == sorted(_dvc_stages())
     pos = {name: i for i, name in enumerate(order)}
-    chain = ["ingest", "restore", "train_gan@base", "train_gan@all", "sort@all", "train_gan@mild", "synthesize",
+    chain = ["ingest", "restore", "train_gan@base", "train_gan@all", "train_gan@mild", "synthesize",
              "train_classifier@synthetic", "evaluate"]
     assert [pos[s] for s in chain] == sorted(pos[s] for s in chain)
-    assert pos["train_classifier@sorter"] < pos["sort@all"]
-    assert pos["train_gan@all"] < pos["train_gan@healthy"]
+    assert pos["train_classifier@sorter"] < pos["sort@all"] and pos["train_gan@all"] < pos["sort@all"]
+    assert pos["train_gan@all"] < min(pos[f"train_gan@{s}"] for s in ("healthy", "mild", "moderate", "severe"))
     assert max(pos[f"train_gan@{s}"] for s in ("healthy", "mild", "moderate", "severe")) < pos["synthesize"]
     assert max(pos[f"train_classifier@{s}"] for s in ("synthetic", "real", "augmented")) < pos["evaluate"]
