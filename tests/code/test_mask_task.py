@@ -1,5 +1,6 @@
-"""The mask task (second method) is a params change: the README's `dvc exp run -S ...` overrides give a
-valid configuration for every stage and a DVC pipeline with one DCGAN per class and no sorting step."""
+"""The README's `dvc exp run -S ...` commands, applied with DVC's own override code: the mask task (second
+method) gives a valid configuration for every stage and a DVC pipeline with one DCGAN per class and no sorting
+step; the published sorted-set variant fine-tunes each severity on its sorted set, after `sort`."""
 
 from __future__ import annotations
 
@@ -17,29 +18,37 @@ from acneops.stages import stage_module
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def readme_overrides() -> list[str]:
-    """The -S values of the README's mask-task command."""
+def readme_overrides(tag: str) -> list[str]:
+    """The -S values of the README's command under ``<!-- tag``."""
     text = (ROOT / "README.md").read_text()
-    block = text.split("<!-- mask-task", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    block = text.split(f"<!-- {tag}", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
     command = next(c for c in block.replace("\\\n", " ").splitlines() if "dvc exp run" in c)
     args = shlex.split(command)
     return [args[i + 1] for i, a in enumerate(args) if a == "-S"]
 
 
-def apply_overrides(params: dict, overrides: list[str]) -> dict:
-    """Apply Hydra-style `key=value` / `++key=value` overrides as DVC does (values parsed as YAML)."""
-    for item in overrides:
-        key, value = item.lstrip("+").split("=", 1)
-        node = params
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node[part]
-        node[last] = yaml.safe_load(value) if value != '""' else ""
-    return params
+def overridden_repo(tmp_path: Path, tag: str) -> tuple[Path, dict]:
+    """A copy of the pipeline definition in ``tmp_path`` with the README's overrides applied by DVC itself
+    (``dvc exp run -S`` calls the same function), and the resulting params."""
+    from dvc.utils.hydra import apply_overrides
+
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copytree(ROOT / ".dvc", tmp_path / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp"))
+    apply_overrides(tmp_path / "params.yaml", readme_overrides(tag))
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    return tmp_path, yaml.safe_load((tmp_path / "params.yaml").read_text())
 
 
-def test_mask_overrides_build_every_stage_config():
-    params = apply_overrides(yaml.safe_load((ROOT / "params.yaml").read_text()), readme_overrides())
+def dvc_stages(repo: Path) -> set[str]:
+    out = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--all", "--name-only"], cwd=repo,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return set(out.stdout.split())
+
+
+def test_mask_overrides_build_every_stage_config(tmp_path):
+    _, params = overridden_repo(tmp_path, "mask-task")
     assert params["ingest"]["classes"] == ["mask", "no_mask"]
     for stage, names in [("ingest", [None]), ("restore", [None]), ("synthesize", [None]), ("evaluate", [None]),
                          ("train_gan", list(params["train_gan"]["runs"])),
@@ -53,16 +62,25 @@ def test_mask_overrides_build_every_stage_config():
 
 
 def test_mask_overrides_give_the_second_method_pipeline(tmp_path):
-    params = apply_overrides(yaml.safe_load((ROOT / "params.yaml").read_text()), readme_overrides())
-    for name in ("dvc.yaml", ".dvcignore"):
-        shutil.copy(ROOT / name, tmp_path / name)
-    shutil.copytree(ROOT / ".dvc", tmp_path / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp"))
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
-    out = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--all", "--name-only"], cwd=tmp_path,
-                         capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    stages = set(out.stdout.split())
+    repo, _ = overridden_repo(tmp_path, "mask-task")
+    stages = dvc_stages(repo)
     assert stages == {"ingest", "restore", "train_gan@mask", "train_gan@no_mask", "train_classifier@real",
                       "train_classifier@augmented", "synthesize", "evaluate"}
     assert not any(re.match(r"sort", s) for s in stages)
+
+
+def test_sorted_set_variant_fine_tunes_each_severity_on_its_sorted_set_after_sort(tmp_path):
+    repo, params = overridden_repo(tmp_path, "sorted-sets")
+    module = stage_module("train_gan")
+    for severity in ("mild", "moderate", "severe"):
+        cfg = module.config_from_params(params, severity)
+        assert cfg.labels == () and cfg.image_dir == f"datasets/sorted/{severity}"
+        assert cfg.resume_from == "models/gan/all/final.pt"
+    assert module.config_from_params(params, "healthy").labels == ("healthy",)  # the rest is unchanged
+    assert dvc_stages(repo) == dvc_stages(ROOT) - {"data.dvc"}  # the copy has no data.dvc
+    out = subprocess.run([sys.executable, "-m", "dvc", "dag", "--dot"], cwd=repo, capture_output=True, text=True,
+                         check=True)
+    edges = {tuple(p.strip().strip('"') for p in line.strip().rstrip(";").split("->"))
+             for line in out.stdout.splitlines() if "->" in line}
+    for severity in ("mild", "moderate", "severe"):
+        assert ("sort@all", f"train_gan@{severity}") in edges
