@@ -69,7 +69,7 @@ class SynthesizeConfig:
     seed: int = 0  # base seed in [0, MAX_SEED]: class k uses seed*1e7 + k*1e6 + i
     batch: int = 32  # generation batch, images
     audit_extractor: str = "domain"  # audit feature space: domain | tiny | inception
-    audit_checkpoint: Path | None = Path("models/classifier/sorter/best.pt")  # domain: classifier; inception: weights
+    audit_checkpoint: Path | None = Path("models/classifier/real/best.pt")  # domain: classifier; inception: weights
     max_rounds: int = 3  # extra generation rounds replacing flagged images, count
     max_shortfall: float = 0.1  # largest missing share of any class's count; above it the stage fails
     audit: AuditConfig = dataclasses.field(default_factory=AuditConfig)  # near-copy thresholds (section audit)

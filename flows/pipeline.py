@@ -21,11 +21,11 @@ PIPELINE: list[list[tuple[str, str | None]]] = [
     [("ingest", None)],
     [("restore", None)],
     [("train_gan", "base")],
-    [("train_gan", "all"), ("train_classifier", "sorter")],
+    [("train_gan", "all"), ("train_classifier", "sorter"), ("train_classifier", "real")],
     [("sort", "all"), ("train_gan", "healthy"), ("train_gan", "mild"), ("train_gan", "moderate"),
      ("train_gan", "severe")],
     [("synthesize", None)],
-    [("train_classifier", "synthetic"), ("train_classifier", "real"), ("train_classifier", "augmented")],
+    [("train_classifier", "synthetic"), ("train_classifier", "augmented")],
     [("evaluate", None)],
 ]
 

@@ -309,3 +309,19 @@ def test_runs_through_the_shared_stage_runner(fixture_root: Path, tmp_path: Path
     assert runs[0].data.metrics["total/exported"] == 4.0 and runs[0].data.metrics["mild/flag_rate"] == 0.0
     logged = {a.path for a in MlflowClient(uri).list_artifacts(runs[0].info.run_id)}
     assert {"synthesize.json", "audit_synthesize_healthy.json", "audit_synthesize_mild.png"} <= logged
+
+
+def test_default_filter_uses_the_feature_space_the_report_audits_in():
+    """The exported set is filtered with the features evaluate's anonymity audit reports in, so an image the
+    filter kept is not flagged by the report for lack of a shared feature space (the healthy class included:
+    the severity sorter never saw healthy faces)."""
+    import yaml
+
+    from acneops import evaluate
+
+    params = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
+    syn, ev = synthesize.config_from_params(params), evaluate.config_from_params(params)
+    assert syn.audit_extractor == ev.extractor == "domain"
+    assert Path(syn.audit_checkpoint) == Path(ev.extractor_checkpoint or ev.classifiers["real"])
+    assert syn.audit_checkpoint != Path(params["evaluate"]["sorter"])
+    assert dataclasses.asdict(ev.audit) == dataclasses.asdict(syn.audit)
