@@ -1,10 +1,12 @@
 """`synthesize` stage: the exported synthetic dataset, one folder per class, with the anonymity filter applied.
 
 For each class the stage samples its generator at recorded seeds, audits every image against **all**
-real train images (every class: a copy of any real face is a leak, whatever its label), drops the
-flagged near copies, tops up with fresh seeds for up to ``max_rounds`` extra rounds and reports any
-shortfall. Flagged images are never written; an image whose pixels equal a real train image (or its
-mirror) is dropped even if the audit thresholds were loosened. The real *test* split is never read:
+real train images (every class: a copy of any real face is a leak, whatever its label) and against the
+real train images of its own class (the reference `evaluate` audits each generator against: its sparser
+neighbourhoods give looser relative thresholds), drops the images flagged by either, tops up with
+fresh seeds for up to ``max_rounds`` extra rounds and reports any shortfall. Flagged images are never
+written; an image whose pixels equal a real train image (or its mirror) is dropped even if the audit
+thresholds were loosened. The real *test* split is never read:
 the real images come from :func:`acneops.data_access.load_split` with role ``synthesize``.
 
 Seeds. Class ``k`` (its position in ``generators``) owns seeds ``seed * 10**7 + k * 10**6 + i``:
@@ -165,6 +167,7 @@ def check_generators(cfg: SynthesizeConfig) -> dict[str, GeneratorInfo]:
 class RealTrain:
     images: np.ndarray  # (N, H, W, 3) uint8, every class of the real train split
     names: tuple[str, ...]  # file paths relative to restored_dir
+    labels: tuple[str, ...]  # class of each image
     exact: frozenset[bytes]  # content digests of each image and its mirror (the exact-copy guard)
 
 
@@ -193,7 +196,7 @@ def load_real_train(restored_dir: Path) -> RealTrain:
                              "re-run `dvc repro restore`")
     names = tuple(os.path.relpath(s.path, restored_dir) for s in samples)
     exact = frozenset(_digest(im) for img in images for im in (img, img[:, ::-1]))
-    return RealTrain(np.stack(images), names, exact)
+    return RealTrain(np.stack(images), names, tuple(s.label for s in samples), exact)
 
 
 class CachedExtractor:
@@ -246,6 +249,7 @@ class ClassOutcome:
     images: np.ndarray  # (S, H, W, 3) uint8 candidates
     flags: np.ndarray  # (S,) bool: near copy (audit) or exact copy
     exact: np.ndarray  # (S,) bool: pixels equal a real train image or its mirror
+    own_class: np.ndarray  # (S,) bool: near copy against the class's own real train images (evaluate's reference)
     rounds: int  # extra rounds used after the first
     audit: AuditResult  # audit of all candidates
     export: np.ndarray  # indices of the exported candidates (the first `requested` unflagged)
@@ -268,13 +272,20 @@ def generate_images(path: Path, seeds: list[int], psi: float, batch: int, desc: 
 
 
 def _audit(cfg: SynthesizeConfig, cls: str, seeds: list[int], images: np.ndarray, real: RealTrain,
-           extractor: CachedExtractor) -> tuple[AuditResult, np.ndarray]:
+           extractor: CachedExtractor) -> tuple[AuditResult, np.ndarray, np.ndarray]:
+    """(audit against every real train image, exact-copy flags, near-copy flags against the class's own images)"""
     from acneops.audit import run_audit
 
+    names = [image_file(cls, s) for s in seeds]
     result = run_audit(images, real.images, cfg.audit, extractor, name=f"synthesize_{cls}",
-                       synthetic_names=[image_file(cls, s) for s in seeds], real_names=real.names)
+                       synthetic_names=names, real_names=real.names)
     exact = np.array([_digest(im) in real.exact for im in images], dtype=bool)
-    return result, exact
+    own = [i for i, label in enumerate(real.labels) if label == cls]
+    own_flags = np.zeros(len(images), dtype=bool)
+    if 2 <= len(own) < len(real.labels):  # the class's own images, as evaluate audits this generator
+        own_flags = run_audit(images, real.images[own], cfg.audit, extractor, name=f"synthesize_{cls}_own_class",
+                              synthetic_names=names, real_names=[real.names[i] for i in own]).copy.flags
+    return result, exact, own_flags
 
 
 def synthesize_class(cfg: SynthesizeConfig, cls: str, info: GeneratorInfo, real: RealTrain,
@@ -289,10 +300,10 @@ def synthesize_class(cfg: SynthesizeConfig, cls: str, info: GeneratorInfo, real:
         parts.append(generate_images(info.path, new, cfg.psi, cfg.batch, f"synthesize {cls} round {rnd}"))
         images = np.concatenate(parts)
         t1 = time.perf_counter()
-        result, exact = _audit(cfg, cls, seeds, images, real, extractor)
+        result, exact, own_flags = _audit(cfg, cls, seeds, images, real, extractor)
         clock["generate"] += t1 - t0
         clock["audit"] += time.perf_counter() - t1
-        flags = result.copy.flags | exact
+        flags = result.copy.flags | exact | own_flags
         passed = np.flatnonzero(~flags)
         need = count - len(passed)
         if need <= 0 or rnd == cfg.max_rounds:
@@ -303,6 +314,7 @@ def synthesize_class(cfg: SynthesizeConfig, cls: str, info: GeneratorInfo, real:
         used_topup, rnd = used_topup + n_new, rnd + 1
         seeds = seeds + new
     return ClassOutcome(cls=cls, requested=count, seeds=seeds, images=images, flags=flags, exact=exact,
+                        own_class=own_flags,
                         rounds=rnd, audit=result, export=passed[:count],
                         seconds={k: round(v, 2) for k, v in clock.items()})
 
@@ -343,7 +355,7 @@ def class_report(o: ClassOutcome, info: GeneratorInfo, audit_json: Path) -> dict
     return {
         "requested": o.requested, "exported": len(o.export), "shortfall": o.shortfall,
         "generated": generated, "flagged": flagged, "flag_rate": flagged / generated,
-        "flagged_exact_pixels": int(o.exact.sum()), "rounds": o.rounds,
+        "flagged_exact_pixels": int(o.exact.sum()), "flagged_own_class": int(o.own_class.sum()), "rounds": o.rounds,
         "seeds": {"first_round": [o.seeds[0], o.seeds[o.requested - 1]], "topup_generated": generated - o.requested},
         "generator": str(info.path), "generator_sha256": info.sha256, "family": info.family,
         "resolution": info.resolution, "seconds": o.seconds,

@@ -325,3 +325,30 @@ def test_default_filter_uses_the_feature_space_the_report_audits_in():
     assert Path(syn.audit_checkpoint) == Path(ev.extractor_checkpoint or ev.classifiers["real"])
     assert syn.audit_checkpoint != Path(params["evaluate"]["sorter"])
     assert dataclasses.asdict(ev.audit) == dataclasses.asdict(syn.audit)
+
+
+def test_images_flagged_against_their_own_class_are_not_exported(fixture_root: Path, monkeypatch) -> None:
+    """evaluate audits each generator against its own class's real images, whose sparser neighbourhoods loosen
+    the relative thresholds; synthesize runs that audit too, so what it exports passes the report's audit."""
+    from acneops import audit
+
+    real_audit, references = audit.run_audit, []
+
+    def planted(synthetic, real_train, cfg, extractor, real_test=None, **kw):
+        result = real_audit(synthetic, real_train, cfg, extractor, real_test, **kw)
+        references.append((kw["name"], sorted(kw["real_names"])))
+        if kw["name"] == "synthesize_healthy_own_class":  # the own-class audit flags the first candidate
+            result.copy.flags[0] = True
+        return result
+
+    monkeypatch.setattr(audit, "run_audit", planted)
+    result, out_dir = run_with(fixture_root, "own_class")
+    healthy_train = sorted(f"train/images/healthy_{i:03d}.png" for i in range(8))
+    assert ("synthesize_healthy_own_class", healthy_train) in references
+    assert any(name == "synthesize_healthy" and len(names) == 16 for name, names in references)
+    seeds = [int(r["seed"]) for r in read_csv(out_dir / "manifest.csv") if r["label"] == "healthy"]
+    first = synthesize.class_seeds(3, 0, 0, 1)[0]
+    assert first not in seeds and len(seeds) == 5  # dropped, and topped up from the class's own seed range
+    report = json.loads((fixture_root / "own_class" / "reports" / "synthesize.json").read_text())
+    assert report["classes"]["healthy"]["flagged_own_class"] >= 1
+    assert report["classes"]["mild"]["flagged_own_class"] == 0
