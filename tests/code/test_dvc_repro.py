@@ -4,30 +4,23 @@ repositories record the same hashes in dvc.lock) and a second `dvc repro` is a n
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
+from pipeline_repo import copy_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _repo(tmp: Path) -> Path:
     """A fresh git+DVC repository with the project's dvc.yaml and a tiny variant of its params.yaml."""
-    tmp.mkdir()
-    for name in ("dvc.yaml", ".dvcignore"):
-        shutil.copy(ROOT / name, tmp / name)
-    shutil.copytree(ROOT / ".dvc", tmp / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp"))
-    shutil.copytree(ROOT / "acneops", tmp / "acneops", ignore=shutil.ignore_patterns("__pycache__"))  # stage deps
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["phantom"].update(n_per_class=12, hr_size=96)
     params["restore"].update(restorer="lanczos", compare_restorers=False, workers=1)
     params["ingest"].update(workers=1)
-    (tmp / "params.yaml").write_text(yaml.safe_dump(params))
-    subprocess.run(["git", "init", "-q"], cwd=tmp, check=True)
-    return tmp
+    return copy_pipeline(tmp, params, with_code=True)
 
 
 def _run(args: list[str], cwd: Path) -> str:

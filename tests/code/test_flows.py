@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
+from pipeline_repo import copy_pipeline, dag_edges, stage_names
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,9 +22,7 @@ def _load_flow_module():
 
 def _dvc_stages() -> dict[str, dict]:
     """dvc.yaml stages with foreach expanded over params.yaml (names like train_gan@all)."""
-    out = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--all", "--name-only"], cwd=ROOT,
-                         capture_output=True, text=True, check=True)
-    names = [line.strip() for line in out.stdout.splitlines() if line.strip()]
+    names = stage_names()
     spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     return {n: spec[n.split("@")[0]] for n in names if n.split("@")[0] in spec}  # not data.dvc
 
@@ -40,12 +38,9 @@ def test_flow_order_respects_dvc_dependencies():
     module = _load_flow_module()
     group_of = {name: i for i, group in enumerate(module.PIPELINE) for name in
                 [f"{s}@{n}" if n else s for s, n in group]}
-    out = subprocess.run([sys.executable, "-m", "dvc", "dag", "--dot"], cwd=ROOT, capture_output=True,
-                         text=True, check=True)
-    edges = [line.strip().rstrip(";") for line in out.stdout.splitlines() if "->" in line]
-    assert edges, out.stdout
-    for edge in edges:
-        src, dst = (part.strip().strip('"') for part in edge.split("->"))
+    edges = dag_edges()
+    assert edges
+    for src, dst in edges:
         if src in group_of and dst in group_of:  # data.dvc is not a flow stage
             assert group_of[src] < group_of[dst], f"{src} must run before {dst}"
 
@@ -53,10 +48,7 @@ def test_flow_order_respects_dvc_dependencies():
 def test_dvc_repro_dry_runs_the_hierarchy_in_order(tmp_path):
     """`dvc repro --dry` on a fresh checkout: data stages, base, G_all + sorter, then sort and the per-class
     fine-tunes of G_all, synthesize, the three scenarios, evaluate."""
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
-        shutil.copy(ROOT / name, tmp_path / name)
-    shutil.copytree(ROOT / ".dvc", tmp_path / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp"))
-    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    copy_pipeline(tmp_path)
     out = subprocess.run([sys.executable, "-m", "dvc", "repro", "--dry", "--force"], cwd=tmp_path,
                          capture_output=True, text=True, check=True)
     order = [line.split("'")[1] for line in out.stdout.splitlines() if line.startswith("Running stage")]

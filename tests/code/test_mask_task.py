@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import re
 import shlex
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
 from acneops.stages import stage_module
+from pipeline_repo import copy_pipeline, dag_edges, stage_names
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,19 +30,9 @@ def overridden_repo(tmp_path: Path, tag: str) -> tuple[Path, dict]:
     (``dvc exp run -S`` calls the same function), and the resulting params."""
     from dvc.utils.hydra import apply_overrides
 
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
-        shutil.copy(ROOT / name, tmp_path / name)
-    shutil.copytree(ROOT / ".dvc", tmp_path / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp"))
+    copy_pipeline(tmp_path)
     apply_overrides(tmp_path / "params.yaml", readme_overrides(tag))
-    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     return tmp_path, yaml.safe_load((tmp_path / "params.yaml").read_text())
-
-
-def dvc_stages(repo: Path) -> set[str]:
-    out = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--all", "--name-only"], cwd=repo,
-                         capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    return set(out.stdout.split())
 
 
 def test_mask_overrides_build_every_stage_config(tmp_path):
@@ -63,7 +51,7 @@ def test_mask_overrides_build_every_stage_config(tmp_path):
 
 def test_mask_overrides_give_the_second_method_pipeline(tmp_path):
     repo, _ = overridden_repo(tmp_path, "mask-task")
-    stages = dvc_stages(repo)
+    stages = set(stage_names(repo))
     assert stages == {"ingest", "restore", "train_gan@mask", "train_gan@no_mask", "train_classifier@real",
                       "train_classifier@augmented", "synthesize", "evaluate"}
     assert not any(re.match(r"sort", s) for s in stages)
@@ -77,10 +65,7 @@ def test_sorted_set_variant_fine_tunes_each_severity_on_its_sorted_set_after_sor
         assert cfg.labels == () and cfg.image_dir == f"datasets/sorted/{severity}"
         assert cfg.resume_from == "models/gan/all/final.pt"
     assert module.config_from_params(params, "healthy").labels == ("healthy",)  # the rest is unchanged
-    assert dvc_stages(repo) == dvc_stages(ROOT) - {"data.dvc"}  # the copy has no data.dvc
-    out = subprocess.run([sys.executable, "-m", "dvc", "dag", "--dot"], cwd=repo, capture_output=True, text=True,
-                         check=True)
-    edges = {tuple(p.strip().strip('"') for p in line.strip().rstrip(";").split("->"))
-             for line in out.stdout.splitlines() if "->" in line}
+    assert set(stage_names(repo)) == set(stage_names()) - {"data.dvc"}  # the copy has no data.dvc
+    edges = dag_edges(repo)
     for severity in ("mild", "moderate", "severe"):
         assert ("sort@all", f"train_gan@{severity}") in edges
