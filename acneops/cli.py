@@ -15,7 +15,7 @@ from typing import Optional
 
 import typer
 
-from acneops.errors import AcneopsError
+from acneops.core.errors import AcneopsError
 
 # OpenMP's default busy-waiting makes torch's CPU threads spin against each other and against other
 # processes (measured 2.3x slower StyleGAN2 training with 2 threads on a shared 2-core machine). The
@@ -46,10 +46,11 @@ def data_phantom(
 ) -> None:
     """Generate the built-in deterministic phantom dataset."""
     try:
-        from acneops import phantom
-        from acneops.config import load_params
+        from acneops.core.config import load_params
+        from acneops.data import phantom
+        from acneops.stages.params import phantom_config
 
-        cfg = phantom.config_from_params(load_params(params), task=task)
+        cfg = phantom_config(load_params(params), task=task)
         result = phantom.generate(cfg, out)
         typer.echo(result.summary())
     except AcneopsError as exc:
@@ -65,10 +66,11 @@ def data_import_acne04(
 ) -> None:
     """Import the ACNE04 layout into the canonical raw layout."""
     try:
-        from acneops import importers
-        from acneops.config import load_params
+        from acneops.core.config import load_params
+        from acneops.data import importers
+        from acneops.stages.params import importers_config
 
-        result = importers.import_acne04(src, out, fold=fold, params=load_params(params))
+        result = importers.import_acne04(src, out, fold=fold, config=importers_config(load_params(params)))
         typer.echo(result.summary())
     except AcneopsError as exc:
         _fail(exc)
@@ -81,7 +83,7 @@ def data_import_folders(
 ) -> None:
     """Import a folder-per-class dataset (e.g. Healthy/Mild/... or mask/no_mask)."""
     try:
-        from acneops import importers
+        from acneops.data import importers
 
         result = importers.import_folders(src, out)
         typer.echo(result.summary())
@@ -112,11 +114,12 @@ def repro(
 ) -> None:
     """The main job: create the phantom dataset if data/ is absent, then `dvc repro` every stage."""
     try:
-        from acneops import phantom
-        from acneops.config import load_params
+        from acneops.core.config import load_params
+        from acneops.data import phantom
+        from acneops.stages.params import phantom_config
 
         if not Path("data").exists():
-            cfg = phantom.config_from_params(load_params(params), task="acne")
+            cfg = phantom_config(load_params(params), task="acne")
             typer.echo(phantom.generate(cfg, Path("data")).summary())
         # DVC runs each stage's `acneops run ...` through the shell: put this interpreter's bin folder
         # (the project's .venv) first on PATH so the stages use the same installation.

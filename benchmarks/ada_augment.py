@@ -13,8 +13,8 @@ import time
 
 import torch
 
-from acneops.augment import AugmentPipe
-from acneops.dcgan import bce_d_loss, bce_g_loss, build_dcgan
+from acneops.gan.ada.pipe import AugmentPipe
+from acneops.gan.dcgan import bce_d_loss, bce_g_loss, build_dcgan
 
 BGC = dict(xflip=1, rotate90=1, xint=1, scale=1, rotate=1, aniso=1, xfrac=1,
            brightness=1, contrast=1, lumaflip=1, hue=1, saturation=1)

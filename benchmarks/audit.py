@@ -23,8 +23,8 @@ from typing import Iterator
 import numpy as np
 
 from acneops.audit import AuditConfig, run_audit
-from acneops.audit_attacks import data_copying_ct, membership_auc
-from acneops.audit_copies import audit_copies, view_specs
+from acneops.audit.attacks import data_copying_ct, membership_auc
+from acneops.audit.copies import audit_copies, view_specs
 
 
 @contextlib.contextmanager
@@ -58,7 +58,7 @@ def bench_core(cfg: AuditConfig, n_syn: int, n_real: int, n_test: int, feat_dim:
 
 def bench_e2e(cfg: AuditConfig, n_syn: int, n_real: int, n_test: int, size: int) -> None:
     from acneops.metrics.features import get_extractor
-    from acneops.phantom import PhantomConfig, render
+    from acneops.data.phantom import PhantomConfig, render
 
     labels = ("healthy", "mild", "moderate", "severe")
 

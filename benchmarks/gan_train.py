@@ -3,7 +3,7 @@
 Default setting = the one NVIDIA's reference is measured at: StyleGAN2 32x32, batch 16, channel_base
 32768, channel_max 128, mapping depth 2, z/w 512, R1 gamma 0.0128 every 16 minibatches, path length
 every 4, style mixing 0.9, ADA on (bgc, target 0.6), fp32. It times the real training step of
-acneops.gan_loop (all four phases, EMA, ADA) on random images after a warm-up that covers every
+acneops.gan.loop (all four phases, EMA, ADA) on random images after a warm-up that covers every
 phase, then G_ema generation. The machine may be shared: the load average is printed with the
 figures, and process CPU time is reported next to wall time.
 
@@ -20,14 +20,14 @@ import time
 
 import torch
 
-from acneops import gan_dist
-from acneops.config import build
-from acneops.gan_loop import build_state, train_step
-from acneops.train_gan import TrainGanConfig
+from acneops.gan import dist as gan_dist
+from acneops.core.config import build
+from acneops.gan.loop import build_state, train_step
+from acneops.gan.config import TrainGanConfig
 
 
 class RandomImages:
-    """Stands in for acneops.images.ImageBank: uint8 (N, 3, R, R) random images."""
+    """Stands in for acneops.gan.bank.ImageBank: uint8 (N, 3, R, R) random images."""
 
     def __init__(self, n: int, resolution: int, seed: int = 0):
         gen = torch.Generator().manual_seed(seed)

@@ -22,8 +22,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from acneops import ingest, restore
-from acneops.imaging import cpu_workers
+from acneops.stages import ingest
+from acneops.data import ingest as ingest_lib
+from acneops.stages import restore
+from acneops.data import restore as restore_lib
+from acneops.data.decode import cpu_workers
 
 CLASSES = ("healthy", "mild", "moderate", "severe")
 
@@ -63,9 +66,9 @@ def main() -> None:
         data = make_dataset(root, args.n, args.size, workers)
         mb = sum(p.stat().st_size for p in (data / "images").iterdir()) / 1e6
         print(f"created {args.n} {args.size}x{args.size} JPEGs ({mb:.0f} MB) in {time.perf_counter() - t0:.1f} s")
-        icfg = ingest.IngestConfig(data_dir=data, out_dir=root / "ingest", report_path=root / "ingest.json",
+        icfg = ingest_lib.IngestConfig(data_dir=data, out_dir=root / "ingest", report_path=root / "ingest.json",
                                    classes=CLASSES, max_pixels=args.size * args.size + 1, workers=args.workers)
-        rcfg = restore.RestoreConfig(ingest_dir=root / "ingest", data_dir=data, out_dir=root / "restored",
+        rcfg = restore_lib.RestoreConfig(ingest_dir=root / "ingest", data_dir=data, out_dir=root / "restored",
                                      report_path=root / "restore.json", sr_dir=root / "sr",
                                      resolution=args.resolution, restorer="lanczos", compare_restorers=False,
                                      sr_patch=min(32, args.resolution), workers=args.workers)

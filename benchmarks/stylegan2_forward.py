@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from acneops.stylegan2 import build_stylegan2
+from acneops.gan.stylegan2 import build_stylegan2
 
 
 def _time(fn, reps: int) -> tuple[float, float]:

@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--arch", default="resnet18")
     args = parser.parse_args()
 
-    from acneops import train_classifier
+    from acneops.stages import train_classifier
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

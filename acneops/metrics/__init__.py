@@ -17,7 +17,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from acneops.config import build, require
+from acneops.core.config import build, require
 
 EXTRACTOR_NAMES = ("inception", "domain", "tiny")
 DEFAULT_CACHE_DIR = Path("datasets/.feature_cache")  # under the git-ignored datasets/, outside every DVC out

@@ -24,8 +24,8 @@ from typing import Sequence
 
 import numpy as np
 
-from acneops.errors import AcneopsError
-from acneops.io import atomic_path, sha256_file
+from acneops.core.errors import AcneopsError
+from acneops.core.io import atomic_path, sha256_file
 from acneops.metrics import DEFAULT_CACHE_DIR
 from acneops.metrics.distribution import feature_stats
 from acneops.metrics.features import FeatureExtractor

@@ -16,8 +16,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from acneops.errors import AcneopsError
-from acneops.io import save_png, write_json
+from acneops.core.errors import AcneopsError
+from acneops.core.io import save_png, write_json
 
 
 def _as_indices(values: Sequence[Any], labels: list[str], what: str) -> np.ndarray:
@@ -50,7 +50,11 @@ def _binary_rates(cm: np.ndarray, pos: int) -> tuple[float, float]:
 def classification_report(y_true: Sequence[Any], y_pred: Sequence[Any], labels: list[str],
                           positive: str | None = None) -> dict[str, Any]:
     """Metrics of predictions ``y_pred`` against ``y_true`` (class names or indices into ``labels``)."""
-    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        precision_recall_fscore_support,
+    )
 
     labels = [str(x) for x in labels]
     if not labels or len(set(labels)) != len(labels):

@@ -20,7 +20,7 @@ from typing import Iterator
 
 import numpy as np
 
-from acneops.errors import AcneopsError
+from acneops.core.errors import AcneopsError
 
 BLOCK_BYTES = 64 << 20  # bytes of one float64 distance block
 

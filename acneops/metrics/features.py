@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from acneops.errors import AcneopsError
+from acneops.core.errors import AcneopsError
 
 if TYPE_CHECKING:
     import torch
@@ -192,8 +192,10 @@ def domain_extractor(checkpoint: str | Path | None = None, device: str = "cpu") 
     """
     import torch
 
-    from acneops.classifiers import load_classifier  # the classifier stage's own loader, not a copy
-    from acneops.io import sha256_file
+    from acneops.classify.backbones import (
+        load_classifier,  # the classifier stage's own loader, not a copy
+    )
+    from acneops.core.io import sha256_file
 
     if checkpoint is None:
         raise AcneopsError("domain feature extractor: no classifier checkpoint given; set params.yaml "

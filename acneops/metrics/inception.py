@@ -44,8 +44,8 @@ from torchvision.models.inception import (
     InceptionE,
 )
 
-from acneops.errors import AcneopsError
-from acneops.io import sha256_file
+from acneops.core.errors import AcneopsError
+from acneops.core.io import sha256_file
 
 WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{WEIGHTS_FILE}"

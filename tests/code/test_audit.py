@@ -13,10 +13,22 @@ from scipy.spatial.distance import cdist
 
 from acneops import audit
 from acneops.audit import AuditConfig, filter_copies, run_audit, write_audit_report
-from acneops.audit_attacks import data_copying_ct, mann_whitney_z, membership_auc, nearest_neighbors
-from acneops.audit_copies import ViewSpec, apply_view, audit_copies, pixel_views, view_specs
-from acneops.config import ConfigError
-from acneops.errors import AcneopsError
+from acneops.audit.attacks import (
+    data_copying_ct,
+    mann_whitney_z,
+    membership_auc,
+    nearest_neighbors,
+)
+from acneops.audit.copies import (
+    ViewSpec,
+    apply_view,
+    audit_copies,
+    pixel_views,
+    view_specs,
+)
+from acneops.core.config import ConfigError
+from acneops.core.errors import AcneopsError
+from acneops.stages.params import audit_config
 
 
 def _smooth_images(n: int, seed: int, size: int = 24) -> np.ndarray:
@@ -292,13 +304,13 @@ def test_bad_input_gives_clear_errors(tmp_path: Path) -> None:
 
 
 def test_config_from_params_rejects_unknown_keys_and_bad_values() -> None:
-    cfg = audit.config_from_params({"audit": {"pixel_size": 32, "crop_scales": [0.9, 0.8]}})
+    cfg = audit_config({"audit": {"pixel_size": 32, "crop_scales": [0.9, 0.8]}})
     assert cfg.crop_scales == (0.9, 0.8) and cfg.pixel_size == 32
     with pytest.raises(ConfigError, match="unknown key"):
-        audit.config_from_params({"audit": {"pixel_ratio": 0.5}})
+        audit_config({"audit": {"pixel_ratio": 0.5}})
     with pytest.raises(ConfigError, match="pixel_ratio_threshold"):
-        audit.config_from_params({"audit": {"pixel_ratio_threshold": 1.5}})
+        audit_config({"audit": {"pixel_ratio_threshold": 1.5}})
     with pytest.raises(ConfigError, match="crop_positions"):
-        audit.config_from_params({"audit": {"crop_positions": 4}})
+        audit_config({"audit": {"crop_positions": 4}})
     with pytest.raises(ConfigError, match="section 'audit'"):
-        audit.config_from_params({})
+        audit_config({})

@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from acneops import augment_ops as ops
-from acneops.augment import AUGMENT_SPECS, AdaController, AugmentPipe
-from acneops.errors import AcneopsError
+from acneops.core.errors import AcneopsError
+from acneops.gan.ada import transforms as ops
+from acneops.gan.ada.pipe import AUGMENT_SPECS, AdaController, AugmentPipe
 
 TRANSFORMS = ("xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfrac", "brightness", "contrast",
               "lumaflip", "hue", "saturation")

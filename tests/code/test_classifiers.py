@@ -1,18 +1,24 @@
-"""acneops.classifiers: registry-driven build checks, weight loading, checkpoints, predict."""
+"""acneops.classify.backbones: registry-driven build checks, weight loading, checkpoints, predict."""
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import timm
 import torch
 
-from acneops import classifiers
-from acneops.classifiers import REGISTRY, create_classifier, load_classifier, model_args_for, predict, save_checkpoint
-from acneops.errors import AcneopsError
+from acneops.classify import backbones as classifiers
+from acneops.classify.backbones import (
+    REGISTRY,
+    create_classifier,
+    load_classifier,
+    model_args_for,
+    predict,
+    save_checkpoint,
+)
+from acneops.core.errors import AcneopsError
 
 SMALL = ["resnet18"]  # built in every run; the others take tens of seconds on 2 cores: slow-marked
 BIG = [name for name in REGISTRY if name not in SMALL]

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from acneops import data_access, io
-from acneops.config import ConfigError, build, load_params, require
+from acneops.core import io
+from acneops.core.config import ConfigError, build, load_params, require
+from acneops.data import access as data_access
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,8 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from acneops.dcgan import MODELS, Discriminator, Generator, bce_d_loss, bce_g_loss, build_dcgan
-from acneops.errors import AcneopsError
+from acneops.core.errors import AcneopsError
+from acneops.gan.dcgan import (
+    MODELS,
+    Discriminator,
+    Generator,
+    bce_d_loss,
+    bce_g_loss,
+    build_dcgan,
+)
 
 
 @pytest.mark.parametrize("family", sorted(MODELS))

@@ -19,13 +19,17 @@ import pytest
 import torch
 from PIL import Image
 
-from acneops import checkpoint as gan_ckpt
-from acneops import evaluate
-from acneops.classifiers import create_classifier, model_args_for, save_checkpoint
-from acneops.config import ConfigError
-from acneops.dcgan import Discriminator, Generator
-from acneops.errors import StageError
-from acneops.io import append_jsonl, read_jsonl
+from acneops.classify.backbones import (
+    create_classifier,
+    model_args_for,
+    save_checkpoint,
+)
+from acneops.core.config import ConfigError
+from acneops.core.errors import StageError
+from acneops.core.io import append_jsonl, read_jsonl
+from acneops.gan import checkpoint as gan_ckpt
+from acneops.gan.dcgan import Discriminator, Generator
+from acneops.stages import evaluate
 
 COLOURS = {"healthy": (200, 60, 60), "mild": (60, 200, 60), "severe": (60, 60, 200),
            "mask": (220, 220, 220), "no_mask": (120, 80, 60)}

@@ -1,4 +1,4 @@
-"""acneops.generate: deterministic per seed, independent of batch size, self-describing checkpoints."""
+"""acneops.gan.sampling: deterministic per seed, independent of batch size, self-describing checkpoints."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from acneops import checkpoint, gan_dist
-from acneops.config import build
-from acneops.errors import AcneopsError
-from acneops.generate import generate, load_generator, save_images
-from acneops.train_gan import TrainGanConfig
+from acneops.core.config import build
+from acneops.core.errors import AcneopsError
+from acneops.gan import checkpoint
+from acneops.gan import dist as gan_dist
+from acneops.gan.config import TrainGanConfig
+from acneops.gan.sampling import generate, load_generator, save_images
 
 NET = {"resolution": 32, "z_dim": 16, "w_dim": 16, "mapping_layers": 2, "channel_base": 128, "channel_max": 16,
        "batch": 4, "labels": ["healthy"], "name": "g", "device": "cpu"}
@@ -21,7 +22,7 @@ NET = {"resolution": 32, "z_dim": 16, "w_dim": 16, "mapping_layers": 2, "channel
 
 def _checkpoint(tmp_path: Path, family: str = "stylegan2", seed: int = 0) -> Path:
     """A checkpoint of freshly initialised networks (with a non-trivial w_avg), as train_gan writes it."""
-    from acneops.gan_loop import build_state, state_dict
+    from acneops.gan.loop import build_state, state_dict
 
     extra = {"family": "dcgan", "base_channels": 8, "r1_gamma": 0.0, "pl_weight": 0.0,
              "style_mixing": 0.0} if family == "dcgan" else {}

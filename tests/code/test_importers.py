@@ -9,11 +9,12 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from acneops import importers
 from acneops.cli import app
-from acneops.config import ConfigError
-from acneops.errors import AcneopsError
-from acneops.io import read_csv, sha256_file
+from acneops.core.config import ConfigError
+from acneops.core.errors import AcneopsError
+from acneops.core.io import read_csv, sha256_file
+from acneops.data import importers
+from acneops.stages.params import importers_config
 
 HEADER = "image,label,lesions,source,split"
 
@@ -61,7 +62,7 @@ def test_acne04_import_labels_splits_lesions_and_bytes(tmp_path):
 def test_acne04_grade_mapping_from_params_and_fold(tmp_path):
     src = make_acne04(tmp_path / "acne04", fold=2)
     params = {"importers": {"acne04_grades": {0: "mild", 1: "moderate", 2: "severe", 3: "very_severe"}}}
-    importers.import_acne04(src, tmp_path / "out", fold=2, params=params)
+    importers.import_acne04(src, tmp_path / "out", fold=2, config=importers_config(params))
     assert rows_by_name(tmp_path / "out")["levle3_1.jpg"]["label"] == "very_severe"
     with pytest.raises(AcneopsError, match=r"fold 0.*folds present: \['2'\]"):
         importers.import_acne04(src, tmp_path / "out2", fold=0)
@@ -70,7 +71,7 @@ def test_acne04_grade_mapping_from_params_and_fold(tmp_path):
 def test_acne04_bad_params_mapping_is_config_error(tmp_path):
     src = make_acne04(tmp_path / "acne04")
     with pytest.raises(ConfigError, match="class name"):
-        importers.import_acne04(src, tmp_path / "o", params={"importers": {"acne04_grades": {0: "Mild Acne"}}})
+        importers.import_acne04(src, tmp_path / "o", config=importers_config({"importers": {"acne04_grades": {0: "Mild Acne"}}}))
 
 
 def test_acne04_unlisted_images_are_kept_with_empty_split_and_reported(tmp_path):

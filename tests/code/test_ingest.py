@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from acneops import ingest
-from acneops.config import ConfigError
-from acneops.errors import StageError
-from acneops.io import read_csv, read_json
+from acneops.core.config import ConfigError
+from acneops.core.errors import StageError
+from acneops.core.io import read_csv, read_json
+from acneops.data import ingest as ingest_lib
+from acneops.stages import ingest
 
 CLASSES = ("healthy", "mild", "moderate", "severe")
 HEADER = ["image", "label", "lesions", "source", "split"]
@@ -46,22 +47,22 @@ def base_rows(data: Path, per_class: int = 6, start_seed: int = 0, split: str = 
     return rows
 
 
-def make_cfg(tmp_path: Path, **kw) -> ingest.IngestConfig:
+def make_cfg(tmp_path: Path, **kw) -> ingest_lib.IngestConfig:
     values = dict(data_dir=tmp_path / "data", out_dir=tmp_path / "out", report_path=tmp_path / "reports/ingest.json",
                   classes=CLASSES, min_size=16, workers=1)
     values.update(kw)
-    return ingest.IngestConfig(**values)
+    return ingest_lib.IngestConfig(**values)
 
 
-def quarantined(cfg: ingest.IngestConfig) -> dict[str, dict]:
+def quarantined(cfg: ingest_lib.IngestConfig) -> dict[str, dict]:
     return {e["image"]: e for e in read_json(cfg.report_path)["quarantine"]}
 
 
-def manifest(cfg: ingest.IngestConfig) -> dict[str, dict]:
+def manifest(cfg: ingest_lib.IngestConfig) -> dict[str, dict]:
     return {r["image"]: r for r in read_csv(cfg.out_dir / "manifest.csv")}
 
 
-def run_with_extra(tmp_path: Path, extra_rows: list[list], **kw) -> ingest.IngestConfig:
+def run_with_extra(tmp_path: Path, extra_rows: list[list], **kw) -> ingest_lib.IngestConfig:
     data = tmp_path / "data"
     rows = base_rows(data)
     write_labels(data, rows + extra_rows)
@@ -73,7 +74,7 @@ def run_with_extra(tmp_path: Path, extra_rows: list[list], **kw) -> ingest.Inges
 def test_clean_dataset_gives_full_manifest_contract_and_report(tmp_path):
     cfg = run_with_extra(tmp_path, [])
     rows = read_csv(cfg.out_dir / "manifest.csv")
-    assert list(rows[0]) == ingest.MANIFEST_FIELDS
+    assert list(rows[0]) == ingest_lib.MANIFEST_FIELDS
     assert len(rows) == 24 and [r["image"] for r in rows] == sorted(r["image"] for r in rows)
     assert {r["width"] for r in rows} == {"48"} and all(len(r["phash"]) == 16 for r in rows)
     report = read_json(cfg.report_path)

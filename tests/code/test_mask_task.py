@@ -9,9 +9,9 @@ import shlex
 from pathlib import Path
 
 import yaml
+from pipeline_repo import copy_pipeline, dag_edges, stage_names
 
 from acneops.stages import stage_module
-from pipeline_repo import copy_pipeline, dag_edges, stage_names
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 from PIL import Image
 
-from acneops.errors import AcneopsError
+from acneops.core.errors import AcneopsError
 from acneops.metrics.classification import (
     classification_report,
     confusion_counts,

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
-from acneops.errors import AcneopsError
+from acneops.core.errors import AcneopsError
 from acneops.metrics import distribution as dm
 
 

@@ -9,12 +9,17 @@ import pytest
 import torch
 from PIL import Image
 
-from acneops.config import ConfigError
-from acneops.errors import AcneopsError
+from acneops.core.config import ConfigError
+from acneops.core.errors import AcneopsError
 from acneops.metrics import MetricsConfig, build_metrics_config
 from acneops.metrics import inception as inc
 from acneops.metrics.cache import cached_stats
-from acneops.metrics.features import EXTRACTORS, FeatureExtractor, extractor_from_config, get_extractor
+from acneops.metrics.features import (
+    EXTRACTORS,
+    FeatureExtractor,
+    extractor_from_config,
+    get_extractor,
+)
 
 
 def _images(n: int, h: int = 40, w: int = 48, seed: int = 0) -> np.ndarray:

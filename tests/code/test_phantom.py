@@ -15,19 +15,20 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from acneops import phantom
 from acneops.cli import app
-from acneops.config import ConfigError
-from acneops.errors import AcneopsError
-from acneops.grid import make_grid, save_grid
-from acneops.io import read_csv, sha256_file
+from acneops.core.config import ConfigError
+from acneops.core.errors import AcneopsError
+from acneops.core.io import read_csv, sha256_file
+from acneops.data import phantom
+from acneops.report.grid import make_grid, save_grid
+from acneops.stages.params import phantom_config
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = {"seed": 7, "n_per_class": 6, "hr_size": 32, "lr_size": 8, "lowres_fraction": 0.25, "supersample": 2}
 
 
 def tiny(task: str = "acne", **over) -> phantom.PhantomConfig:
-    return phantom.config_from_params({"phantom": {**TINY, **over}}, task=task)
+    return phantom_config({"phantom": {**TINY, **over}}, task=task)
 
 
 def file_hashes(folder: Path) -> dict[str, str]:
@@ -48,7 +49,7 @@ def test_same_bytes_from_a_fresh_process_with_another_hash_seed(tmp_path):
     phantom.generate(tiny(), tmp_path / "a")
     code = (
         "import json, sys; from acneops import phantom; "
-        "phantom.generate(phantom.config_from_params({'phantom': json.loads(sys.argv[2])}), sys.argv[1])"
+        "phantom.generate(phantom_config({'phantom': json.loads(sys.argv[2])}), sys.argv[1])"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(ROOT)}
     args = [sys.executable, "-c", code, str(tmp_path / "b"), json.dumps(TINY)]
@@ -155,7 +156,7 @@ def test_mask_covers_lower_face():
 )
 def test_bad_params_are_config_errors(over, needle):
     with pytest.raises(ConfigError, match=needle):
-        phantom.config_from_params({"phantom": {**TINY, **over}})
+        phantom_config({"phantom": {**TINY, **over}})
 
 
 def test_unknown_task_is_rejected():

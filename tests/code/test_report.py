@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from acneops import report
+from acneops.report import markdown as report
 
 CLASSIFIERS = {
     "real": {"accuracy": 0.9, "macro_f1": 0.85, "macro_precision": 0.86, "macro_recall": 0.84, "n_test": 40,

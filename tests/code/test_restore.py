@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import struct
 from pathlib import Path
 
@@ -11,10 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from acneops import imaging, ingest, restore
-from acneops.data_access import load_split
-from acneops.errors import StageError
-from acneops.io import read_csv, read_json, sha256_file
+from acneops.core.errors import StageError
+from acneops.core.io import read_csv, read_json, sha256_file
+from acneops.data import decode as imaging
+from acneops.data import ingest as ingest_lib
+from acneops.data import restore as restore_lib
+from acneops.data.access import load_split
+from acneops.stages import ingest, restore
 
 CLASSES = ("healthy", "mild", "moderate", "severe")
 RES = 32
@@ -45,20 +47,20 @@ def make_data(root: Path, per_class: int = 5, low_res: int = 2, extra: list[tupl
     return data
 
 
-def run_both(root: Path, data: Path, **kw) -> restore.RestoreConfig:
-    icfg = ingest.IngestConfig(data_dir=data, out_dir=root / "ingest", report_path=root / "reports/ingest.json",
+def run_both(root: Path, data: Path, **kw) -> restore_lib.RestoreConfig:
+    icfg = ingest_lib.IngestConfig(data_dir=data, out_dir=root / "ingest", report_path=root / "reports/ingest.json",
                                classes=CLASSES, min_size=8, workers=1)
     ingest.run(icfg)
     values = dict(ingest_dir=root / "ingest", data_dir=data, out_dir=root / "restored",
                   report_path=root / "reports/restore.json", sr_dir=root / "models/sr", resolution=RES,
                   sr_steps=4, sr_batch=2, sr_patch=16, sr_channels=4, sr_blocks=1, workers=1)
     values.update(kw)
-    cfg = restore.RestoreConfig(**values)
+    cfg = restore_lib.RestoreConfig(**values)
     restore.run(cfg)
     return cfg
 
 
-def all_rows(cfg: restore.RestoreConfig) -> list[dict]:
+def all_rows(cfg: restore_lib.RestoreConfig) -> list[dict]:
     return [r for s in ("train", "val", "test") for r in read_csv(cfg.out_dir / s / "manifest.csv")]
 
 
@@ -224,7 +226,7 @@ def test_ssim_and_psnr_sanity():
 
 
 def test_untrained_sr_equals_lanczos():
-    from acneops import sr
+    from acneops.data import sr
 
     low = smooth(2, 16)
     assert np.array_equal(np.asarray(sr.sr_upscale(sr.build_sr(8, 2), low, 32)),

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from acneops.config import ConfigError
-from acneops.sort import assign, config_from_params
+from acneops.core.config import ConfigError
+from acneops.stages.sort import config_from_params
+from acneops.synthetic.sorting import assign
 
 PROBS = np.array([
     [0.90, 0.05, 0.05],  # confident class 0

@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from acneops import ops
-from acneops.config import ConfigError
-from acneops.errors import AcneopsError
-from acneops.nvlabs import build_from_nvlabs, generator_args, load_nvlabs_state
-from acneops.stylegan2 import MODELS, Discriminator, Generator, build_stylegan2
+from acneops.core.config import ConfigError
+from acneops.core.errors import AcneopsError
+from acneops.gan import ops
+from acneops.gan.nvlabs import build_from_nvlabs, generator_args, load_nvlabs_state
+from acneops.gan.stylegan2 import MODELS, Discriminator, Generator, build_stylegan2
 
 TINY = dict(channel_base=256, channel_max=16)  # 16 channels up to 16 px, 8 at 32, 4 at 64
 TINY_G = dict(z_dim=32, w_dim=32, mapping_layers=2, **TINY)

@@ -15,11 +15,13 @@ import pytest
 import torch
 from PIL import Image
 
-from acneops import checkpoint, synthesize
-from acneops.config import ConfigError
-from acneops.data_access import ACCESS_LOG_ENV
-from acneops.errors import AcneopsError, StageError
-from acneops.io import read_csv, read_jsonl, sha256_file
+from acneops.core.config import ConfigError
+from acneops.core.errors import AcneopsError, StageError
+from acneops.core.io import read_csv, read_jsonl, sha256_file
+from acneops.data.access import ACCESS_LOG_ENV
+from acneops.gan import checkpoint
+from acneops.stages import synthesize
+from acneops.synthetic import export as synthesize_lib
 
 RES = 32  # px
 CLASSES = ("healthy", "mild")
@@ -120,7 +122,7 @@ def first_run(fixture_root: Path, tmp_path_factory: pytest.TempPathFactory) -> t
 def test_files_manifest_counts_and_seeds(first_run: tuple) -> None:
     result, out_dir, _ = first_run
     rows = read_csv(out_dir / "manifest.csv")
-    assert list(rows[0]) == synthesize.MANIFEST_FIELDS
+    assert list(rows[0]) == synthesize_lib.MANIFEST_FIELDS
     assert {c: sum(r["label"] == c for r in rows) for c in CLASSES} == {"healthy": 5, "mild": 4}
     assert result.shortfall == {}
     on_disk = sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*.png"))
@@ -129,7 +131,7 @@ def test_files_manifest_counts_and_seeds(first_run: tuple) -> None:
         seed = int(r["seed"])
         k = CLASSES.index(r["label"])
         assert r["file"] == f"{r['label']}/{r['label']}_seed{seed}.png"
-        assert seed // synthesize.SEED_STRIDE == 3 and seed % synthesize.SEED_STRIDE // synthesize.CLASS_STRIDE == k
+        assert seed // synthesize_lib.SEED_STRIDE == 3 and seed % synthesize_lib.SEED_STRIDE // synthesize_lib.CLASS_STRIDE == k
         assert float(r["psi"]) == 0.8 and r["audit"] == "pass"
         assert r["generator_sha256"] == sha256_file(r["generator"])
         assert float(r["nn_feature_dist"]) > 0 and float(r["nn_pixel_dist"]) > 0
@@ -192,11 +194,11 @@ def test_no_output_equals_a_real_train_image(first_run: tuple, fixture_root: Pat
 def test_exact_copies_are_dropped_even_with_the_audit_disabled(fixture_root: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """The exact-pixel guard does not depend on the audit thresholds: plant one verbatim real image."""
-    from acneops import generate as gen
+    from acneops.gan import sampling as gen
 
-    real = synthesize.load_real_train(fixture_root / "datasets" / "restored")
+    real = synthesize_lib.load_real_train(fixture_root / "datasets" / "restored")
     honest = gen.generate
-    planted_seed = synthesize.class_seeds(3, 0, 1, 1)[0]
+    planted_seed = synthesize_lib.class_seeds(3, 0, 1, 1)[0]
 
     def generate(path, seeds, psi=1.0, batch=32, **kw):  # noqa: ANN001, ANN202
         images = honest(path, seeds, psi=psi, batch=batch, **kw)
@@ -215,7 +217,7 @@ def test_exact_copies_are_dropped_even_with_the_audit_disabled(fixture_root: Pat
     monkeypatch.setattr(audit_mod, "audit_copies", no_flags)
     result, out_dir = run_with(fixture_root, "exact")
     files = {r["file"] for r in read_csv(out_dir / "manifest.csv")}
-    assert synthesize.image_file("healthy", planted_seed) not in files
+    assert synthesize_lib.image_file("healthy", planted_seed) not in files
     assert result.classes["healthy"]["flagged_exact_pixels"] == 1
     assert result.classes["healthy"]["exported"] == 5  # replaced by a top-up seed
 
@@ -238,7 +240,7 @@ def test_missing_checkpoint_names_the_class_and_file(fixture_root: Path) -> None
 
 @pytest.mark.parametrize("override, match", [
     ({"psi": 0.0}, "psi must be in"),
-    ({"seed": synthesize.MAX_SEED + 1}, "seed must be in"),
+    ({"seed": synthesize_lib.MAX_SEED + 1}, "seed must be in"),
     ({"audit_extractor": "domain"}, "audit_checkpoint is required"),
     ({"audit_extractor": "clip", "audit_checkpoint": "x.pt"}, "audit_extractor must be one of"),
     ({"counts": {"healthy": 0, "mild": 4}}, r"counts.healthy must be in"),
@@ -317,7 +319,7 @@ def test_default_filter_uses_the_feature_space_the_report_audits_in():
     the severity sorter never saw healthy faces)."""
     import yaml
 
-    from acneops import evaluate
+    from acneops.stages import evaluate
 
     params = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
     syn, ev = synthesize.config_from_params(params), evaluate.config_from_params(params)
@@ -347,7 +349,7 @@ def test_images_flagged_against_their_own_class_are_not_exported(fixture_root: P
     assert ("synthesize_healthy_own_class", healthy_train) in references
     assert any(name == "synthesize_healthy" and len(names) == 16 for name, names in references)
     seeds = [int(r["seed"]) for r in read_csv(out_dir / "manifest.csv") if r["label"] == "healthy"]
-    first = synthesize.class_seeds(3, 0, 0, 1)[0]
+    first = synthesize_lib.class_seeds(3, 0, 0, 1)[0]
     assert first not in seeds and len(seeds) == 5  # dropped, and topped up from the class's own seed range
     report = json.loads((fixture_root / "own_class" / "reports" / "synthesize.json").read_text())
     assert report["classes"]["healthy"]["flagged_own_class"] >= 1

@@ -67,7 +67,7 @@ def test_params_metrics_artifacts_tags_land(uri, tmp_path, store):
     assert got.data.tags["acneops.name"] == "unit"
     assert got.data.tags["extra"] == "x"
     assert got.data.tags["checkpoint_sha256"] == "abc"
-    assert got.data.tags["acneops.config_hash"]  # lineage tags (acneops.lineage) on every run
+    assert got.data.tags["acneops.config_hash"]  # lineage tags (acneops.tracking.lineage) on every run
     history = client.get_metric_history(run.run_id, "loss_G")
     assert [(m.step, m.value) for m in history] == [(1000, 1.5), (2000, 1.25)]
     listed = [f.path for f in client.list_artifacts(run.run_id, "grids")]

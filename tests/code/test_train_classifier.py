@@ -14,10 +14,10 @@ import torch
 import yaml
 from PIL import Image
 
-from acneops import train_classifier
-from acneops.config import ConfigError
-from acneops.errors import AcneopsError
-from acneops.train_classifier import config_from_params
+from acneops.core.config import ConfigError
+from acneops.core.errors import AcneopsError
+from acneops.stages import train_classifier
+from acneops.stages.train_classifier import config_from_params
 
 COLOURS = {"healthy": (200, 60, 60), "mild": (60, 200, 60), "moderate": (60, 60, 200), "severe": (200, 200, 60)}
 SIZE = 32  # px, network input in these tests
@@ -217,7 +217,7 @@ def test_bad_synthetic_inputs_are_clear_errors(data, tmp_path):
 
 
 def test_synthetic_manifest_with_class_column_is_read(data, tmp_path):
-    from acneops.cls_data import synthetic_items
+    from acneops.classify.data import synthetic_items
 
     folder = tmp_path / "syn"
     _write_folder(folder, {"mild": 3, "severe": 2}, seed=7, label_col="class")

@@ -10,10 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from acneops import checkpoint, gan_dist
-from acneops.config import ConfigError
-from acneops.errors import AcneopsError
-from acneops.train_gan import TrainGanConfig, augment_kwargs, config_from_params
+from acneops.core.config import ConfigError
+from acneops.core.errors import AcneopsError
+from acneops.gan import checkpoint
+from acneops.gan import dist as gan_dist
+from acneops.gan.config import TrainGanConfig
+from acneops.gan.ada import augment_kwargs
+from acneops.stages.train_gan import config_from_params
 
 NET = {"resolution": 32, "z_dim": 16, "w_dim": 16, "mapping_layers": 2, "channel_base": 128,
        "channel_max": 16, "batch": 4, "grid_seeds": 4, "workers": 1, "device": "cpu"}
@@ -80,13 +83,13 @@ def _cfg(tmp_path: Path, **kw) -> TrainGanConfig:
               "metrics_path": str(tmp_path / "reports" / "t.json"),
               "plots_path": str(tmp_path / "reports" / "t_stats.json"),
               "restored_dir": str(tmp_path / "restored"), "r1_interval": 2, "pl_interval": 2, **kw}
-    from acneops.config import build
+    from acneops.core.config import build
 
     return build(TrainGanConfig, values, "test")
 
 
 def test_freeze_d_and_train_g_last_select_parameters(tmp_path):
-    from acneops.gan_loop import build_state
+    from acneops.gan.loop import build_state
 
     state = build_state(_cfg(tmp_path, freeze_d=2, train_g_last=1), gan_dist.Dist())
     G_names = {n for n, p in state.G.named_parameters() if any(p is q for q in state.params["G"])}
@@ -102,7 +105,7 @@ def test_freeze_d_and_train_g_last_select_parameters(tmp_path):
 
 
 def test_lazy_regularisation_adjusts_adam_as_nvidia(tmp_path):
-    from acneops.gan_loop import build_state
+    from acneops.gan.loop import build_state
 
     state = build_state(_cfg(tmp_path, lr_g=0.002, lr_d=0.004, betas=[0.0, 0.99], pl_interval=4,
                              r1_interval=16), gan_dist.Dist())
@@ -112,7 +115,7 @@ def test_lazy_regularisation_adjusts_adam_as_nvidia(tmp_path):
 
 
 def test_transfer_requires_the_same_architecture(tmp_path):
-    from acneops.gan_loop import build_state, state_dict, transfer
+    from acneops.gan.loop import build_state, state_dict, transfer
 
     base_cfg = _cfg(tmp_path)
     base = build_state(base_cfg, gan_dist.Dist())
@@ -149,7 +152,7 @@ def _restored(root: Path, n: int = 8, res: int = 32) -> Path:
 def test_tiny_run_leaves_the_documented_trail(tmp_path, monkeypatch, family):
     from mlflow import MlflowClient
 
-    from acneops.train_gan import run
+    from acneops.stages.train_gan import run
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     _restored(tmp_path)
@@ -203,8 +206,8 @@ def _dvc_plots_read(root: Path, plots_file: Path) -> None:
 
 
 def test_missing_classes_and_wrong_sizes_are_clear_errors(tmp_path, monkeypatch):
-    from acneops.errors import StageError
-    from acneops.train_gan import run
+    from acneops.core.errors import StageError
+    from acneops.stages.train_gan import run
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     _restored(tmp_path, res=16)
@@ -215,7 +218,7 @@ def test_missing_classes_and_wrong_sizes_are_clear_errors(tmp_path, monkeypatch)
 
 
 def test_transfer_run_trains_only_the_unfrozen_layers(tmp_path, monkeypatch):
-    from acneops.train_gan import run
+    from acneops.stages.train_gan import run
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     _restored(tmp_path)
@@ -241,8 +244,8 @@ def test_larger_images_are_downscaled_on_load_and_odd_shapes_refused(tmp_path):
     """train_gan.resolution may be below the restored resolution: images are LANCZOS-downscaled on load."""
     from PIL import Image
 
-    from acneops.errors import StageError
-    from acneops.images import read_image
+    from acneops.core.errors import StageError
+    from acneops.gan.bank import read_image
 
     rng = np.random.default_rng(0)
     big = Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))

@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from acneops import ingest, restore
-from acneops.data_access import SplitAccessError, load_split
-from acneops.io import read_csv, read_json, sha256_file
+from acneops.core.io import read_csv, read_json, sha256_file
+from acneops.data import ingest as ingest_lib
+from acneops.data import restore as restore_lib
+from acneops.data.access import SplitAccessError, load_split
+from acneops.stages import ingest, restore
 
 CLASSES = ("healthy", "mild", "moderate", "severe")
 REPO_INGEST = Path(__file__).resolve().parents[2] / "datasets" / "ingest"
@@ -50,10 +52,10 @@ def _fixture_dataset(root: Path) -> Path:
 def fixture_ingest(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("contract")
     data = _fixture_dataset(root)
-    cfg = ingest.IngestConfig(data_dir=data, out_dir=root / "ingest", report_path=root / "ingest.json",
+    cfg = ingest_lib.IngestConfig(data_dir=data, out_dir=root / "ingest", report_path=root / "ingest.json",
                               classes=CLASSES, min_size=16, workers=1)
     ingest.run(cfg)
-    restore.run(restore.RestoreConfig(ingest_dir=root / "ingest", data_dir=data, out_dir=root / "restored",
+    restore.run(restore_lib.RestoreConfig(ingest_dir=root / "ingest", data_dir=data, out_dir=root / "restored",
                                       report_path=root / "restore.json", sr_dir=root / "sr", resolution=32,
                                       compare_restorers=False, sr_patch=16, workers=1))
     return root / "ingest"
@@ -71,7 +73,7 @@ def ingest_dir(request, fixture_ingest) -> Path:
 def test_columns_and_values(ingest_dir):
     rows = read_csv(ingest_dir / "manifest.csv")
     contract = read_json(ingest_dir / "contract.json")
-    assert rows and list(rows[0]) == ingest.MANIFEST_FIELDS
+    assert rows and list(rows[0]) == ingest_lib.MANIFEST_FIELDS
     for r in rows:
         assert r["label"] in contract["classes"], r
         assert r["split"] in ("train", "val", "test"), r

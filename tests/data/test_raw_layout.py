@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from acneops import importers, phantom
-from acneops.io import read_csv
+from acneops.core.io import read_csv
+from acneops.data import importers, phantom
 
 HEADER = ["image", "label", "lesions", "source", "split"]
 SOURCES = {"phantom-hr", "phantom-web", "acne04", "folders"}

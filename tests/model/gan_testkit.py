@@ -45,8 +45,8 @@ TINY = {
 def make_restored(root: Path, resolution: int = 32, per_class: int = 12,
                   labels: tuple[str, ...] = ("healthy", "mild")) -> Path:
     """Phantom faces as a restored train split: root/datasets/restored/train/{images/*.png, manifest.csv}."""
-    from acneops import phantom
-    from acneops.io import save_png
+    from acneops.core.io import save_png
+    from acneops.data import phantom
 
     cfg = phantom.PhantomConfig(hr_size=max(resolution, 32), lr_size=16, n_per_class=per_class)
     split = root / "datasets" / "restored" / "train"

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from acneops.augment import AdaController, AugmentPipe
+from acneops.gan.ada.pipe import AdaController, AugmentPipe
 
 RES, BATCH, INTERVAL = 16, 8, 4
 SPEED_KIMG = BATCH * INTERVAL / (0.05 * 1000)  # p moves by 0.05 per update

@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 from acneops.audit import AuditConfig, filter_copies, run_audit, write_audit_report
+from acneops.data.phantom import PhantomConfig, render
 from acneops.metrics.features import get_extractor
-from acneops.phantom import PhantomConfig, render
 
 LABELS = ("healthy", "mild", "moderate", "severe")
 CFG = AuditConfig(ct_cells=3, ct_min_samples=10)

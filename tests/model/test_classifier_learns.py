@@ -19,8 +19,8 @@ import torch
 import yaml
 from PIL import Image
 
-from acneops import train_classifier
-from acneops.train_classifier import config_from_params
+from acneops.stages import train_classifier
+from acneops.stages.train_classifier import config_from_params
 
 REPO = Path(__file__).resolve().parents[2]
 LABELS = ("red", "green", "blue", "yellow")

@@ -11,17 +11,17 @@ from __future__ import annotations
 import subprocess
 
 import torch
-
 from gan_testkit import make_restored, stage_cmd, stage_env, write_params
 
 RUN = "ddp"
 
 
 def test_two_processes_keep_identical_replicas(tmp_path):
-    from acneops import checkpoint, gan_dist
-    from acneops.gan_loop import build_state, load_state, weights_sha256
-    from acneops.train_gan import config_from_params
-    from acneops.config import load_params
+    from acneops.core.config import load_params
+    from acneops.gan import checkpoint
+    from acneops.gan import dist as gan_dist
+    from acneops.gan.loop import build_state, load_state, weights_sha256
+    from acneops.stages.train_gan import config_from_params
 
     make_restored(tmp_path, per_class=8)
     write_params(tmp_path, RUN, batch=8, total_kimg=0.048, snapshot_kimg=0.024, tick_kimg=0.008)

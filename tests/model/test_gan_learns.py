@@ -9,13 +9,11 @@ G_ema, both through the public generation path.
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
-from scipy import linalg
-
 from gan_testkit import make_restored
+from scipy import linalg
 
 SEEDS = list(range(1000, 1128))
 
@@ -45,12 +43,14 @@ FAMILIES = {
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_short_training_moves_the_generator_toward_the_data(tmp_path, monkeypatch, family):
-    from acneops import checkpoint, gan_dist
-    from acneops.config import build
-    from acneops.gan_loop import build_state
-    from acneops.generate import generate, synthesize
-    from acneops.images import ImageBank, training_files
-    from acneops.train_gan import TrainGanConfig, run
+    from acneops.core.config import build
+    from acneops.gan import checkpoint
+    from acneops.gan import dist as gan_dist
+    from acneops.gan.bank import ImageBank, training_files
+    from acneops.gan.config import TrainGanConfig
+    from acneops.gan.loop import build_state
+    from acneops.gan.sampling import generate, synthesize
+    from acneops.stages.train_gan import run
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     restored = make_restored(tmp_path, per_class=64, labels=("healthy",))

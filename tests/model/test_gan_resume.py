@@ -9,8 +9,14 @@ import time
 from pathlib import Path
 
 import torch
-
-from gan_testkit import make_restored, read_jsonl_lines, run_stage, stage_cmd, stage_env, write_params
+from gan_testkit import (
+    make_restored,
+    read_jsonl_lines,
+    run_stage,
+    stage_cmd,
+    stage_env,
+    write_params,
+)
 
 RUN = "resume"
 SCHEDULE = {"total_kimg": 0.096, "snapshot_kimg": 0.032, "tick_kimg": 0.008}  # 24 steps of 4 images

@@ -2,7 +2,7 @@
 
 The reference (../shared/testdata/nvlabs_stylegan2_32px.npz + .json, see its README) holds random
 weights under NVIDIA's parameter names and what NVIDIA's networks compute for fixed z. Loading it
-through acneops.nvlabs must give the same ws, images (psi 1 and 0.7, const noise) and D logits to
+through acneops.gan.nvlabs must give the same ws, images (psi 1 and 0.7, const noise) and D logits to
 1e-4, and the same parameter counts. Override the folder with ACNEOPS_TESTDATA_DIR.
 """
 
@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from acneops.nvlabs import build_from_nvlabs, load_into, load_nvlabs_state
-from acneops.stylegan2 import Discriminator, Generator
+from acneops.gan.nvlabs import build_from_nvlabs, load_into, load_nvlabs_state
+from acneops.gan.stylegan2 import Discriminator, Generator
 
 REPO = Path(__file__).resolve().parents[2]
 TESTDATA = Path(os.environ.get("ACNEOPS_TESTDATA_DIR", REPO.parent / "shared" / "testdata"))

@@ -1,7 +1,7 @@
 """Behaviour of the synthesize stage's anonymity filter on realistic faces (phantom renderer, 64 px).
 
 The real train split holds phantom faces of all four grades. Generators are real acneops checkpoints,
-but what they "generate" is planted by patching :func:`acneops.generate.generate` (the function the
+but what they "generate" is planted by patching :func:`acneops.gan.sampling.generate` (the function the
 stage samples with): a memorising generator returns real train images of *any* class with slight noise
 or mirrored; an honest one renders new phantom faces from another seed. The stage must export none of
 the copies, report the shortfall loudly, top up from its own seed range, and keep honest images.
@@ -18,11 +18,13 @@ import pytest
 import torch
 from PIL import Image
 
-from acneops import checkpoint, synthesize
-from acneops import generate as gen
-from acneops.errors import StageError
-from acneops.io import read_csv
-from acneops.phantom import PhantomConfig, render
+from acneops.core.errors import StageError
+from acneops.core.io import read_csv
+from acneops.data.phantom import PhantomConfig, render
+from acneops.gan import checkpoint
+from acneops.gan import sampling as gen
+from acneops.stages import synthesize
+from acneops.synthetic import export as synthesize_lib
 
 RES = 64  # px
 GRADES = ("healthy", "mild", "moderate", "severe")
@@ -117,7 +119,7 @@ def test_copying_generator_exports_nothing_and_the_shortfall_is_loud(world: dict
     patch_generators(monkeypatch, world)
     cfg = synthesize.config_from_params(
         params(world, "copier", {"healthy": "copier", "mild": "honest"}, max_shortfall=1.0))
-    with pytest.warns(synthesize.ShortfallWarning, match=r"missing \{'healthy': 12\}"):
+    with pytest.warns(synthesize_lib.ShortfallWarning, match=r"missing \{'healthy': 12\}"):
         result = synthesize.run(cfg)
     assert result.shortfall == {"healthy": 12}
     assert "SHORTFALL {'healthy': 12}" in result.summary()
@@ -157,9 +159,9 @@ def test_partial_copier_is_topped_up_with_fresh_seeds_and_only_honest_images_are
     rows = [r for r in read_csv(cfg.out_dir / "manifest.csv") if r["label"] == "mild"]
     seeds = [int(r["seed"]) for r in rows]
     assert all(s % 3 != 0 for s in seeds)  # no memorised image got through
-    base = synthesize.class_seeds(0, 1, 0, 1)[0]
-    assert any(s >= base + synthesize.TOPUP_OFFSET for s in seeds)  # replacements from the top-up range
-    copies = sum(1 for s in synthesize.class_seeds(0, 1, 0, 12) if s % 3 == 0)
+    base = synthesize_lib.class_seeds(0, 1, 0, 1)[0]
+    assert any(s >= base + synthesize_lib.TOPUP_OFFSET for s in seeds)  # replacements from the top-up range
+    copies = sum(1 for s in synthesize_lib.class_seeds(0, 1, 0, 12) if s % 3 == 0)
     assert m["flagged"] >= copies  # every memorised first-round image was caught
     honest_rate = result.classes["healthy"]["flag_rate"]
     print(f"\nhonest flag rate {honest_rate:.3f}; partial copier flagged {m['flagged']}/{m['generated']}")

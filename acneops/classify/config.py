@@ -1,0 +1,105 @@
+"""Options of one classifier training (frozen config) and the items it trains and selects on.\n\nThe `train_classifier` stage (acneops.stages.train_classifier) builds :class:`TrainClassifierConfig` from params."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from acneops.classify.backbones import REGISTRY
+from acneops.core.config import (
+    require,
+)
+
+SECTION = "train_classifier"  # params section (named in error messages)
+
+ROLES = ("sorter", "classifier")  # data roles a classifier may take (acneops.data.access)
+
+
+
+VAL_SOURCES = ("real_val", "synthetic_holdout")
+
+
+
+SELECT_METRICS = ("macro_f1", "accuracy")
+
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainClassifierConfig:
+    """One classifier run: params ``train_classifier`` defaults merged with ``train_classifier.runs[name]``."""
+
+    name: str  # run name (sorter, synthetic, real, augmented, ...); the MLflow run is train_classifier@name
+    arch: str = "resnet18"  # backbone in acneops.classify.backbones.REGISTRY
+    pretrained: bool | str = False  # false | true (Hugging Face hub) | path to a timm weights file
+    img_size: int = 64  # px, square input of the network
+    labels: tuple[str, ...] = ("healthy", "mild", "moderate", "severe")  # classes, in output order
+    positive: str = ""  # class counted positive for sensitivity/specificity (binary tasks; "" = metrics default)
+    role: str = "classifier"  # data role: 'sorter' (sort stage's classifier) or 'classifier'
+    restored_dir: Path = Path("datasets/restored")  # restored real splits (<split>/manifest.csv)
+    real_train: bool = True  # train on the real train split
+    synthetic_dir: str = ""  # synthetic manifest folder to train on ("" = none)
+    synthetic_per_class: int = 0  # images, cap of synthetic images per class (0 = all)
+    val_source: str = "real_val"  # real_val | synthetic_holdout: data the best epoch is selected on
+    synthetic_holdout: float = 0.2  # share of synthetic images per class held out when val_source=synthetic_holdout
+    select_metric: str = "macro_f1"  # macro_f1 | accuracy: validation metric that picks best.pt
+    out_dir: str = "models/classifier/{name}"  # output folder; '{name}' is replaced by the run name
+    epochs: int = 6  # passes over the training images
+    batch: int = 16  # images per optimisation step
+    lr: float = 1.0e-4  # Adam learning rate
+    weight_decay: float = 0.0  # Adam L2 weight decay
+    rotation_deg: float = 15.0  # degrees, max random rotation (traditional augmentation; 0 = off)
+    brightness: float = 0.2  # max relative brightness change (0 = off)
+    hflip: float = 0.5  # probability of a horizontal flip (0 = off)
+    class_weighted_loss: bool = True  # weight cross-entropy by inverse class frequency of the train set
+    seed: int = 0  # seeds init, shuffling, augmentation and the synthetic holdout
+    workers: int = 0  # DataLoader worker processes (0 = load in the training process)
+    threads: int = 0  # torch CPU threads while training (0 = torch's default, one per core)
+    keep_last: bool = False  # keep last.pt (optimizer + RNG state) after a finished run, to extend it later
+
+    def __post_init__(self) -> None:
+        where = f"params.yaml [{SECTION}@{self.name}]"
+        require(self.arch in REGISTRY, f"{where}.arch: '{self.arch}' unknown; supported: {sorted(REGISTRY)}")
+        min_size = REGISTRY[self.arch].min_size if self.arch in REGISTRY else 1
+        require(self.img_size >= min_size, f"{where}.img_size: {self.arch} needs >= {min_size} px, got {self.img_size}")
+        require(len(self.labels) >= 2, f"{where}.labels: need at least 2 classes, got {list(self.labels)}")
+        require(len(set(self.labels)) == len(self.labels), f"{where}.labels: duplicates in {list(self.labels)}")
+        require(self.positive in ("", *self.labels), f"{where}.positive: '{self.positive}' is not in labels")
+        require(self.role in ROLES, f"{where}.role: '{self.role}' must be one of {ROLES}")
+        require(self.real_train or bool(self.synthetic_dir), f"{where}: no training data (real_train false, synthetic_dir empty)")
+        require(self.val_source in VAL_SOURCES, f"{where}.val_source: '{self.val_source}' must be one of {VAL_SOURCES}")
+        require(self.val_source != "synthetic_holdout" or bool(self.synthetic_dir),
+                f"{where}.val_source: synthetic_holdout needs synthetic_dir")
+        require(0 < self.synthetic_holdout < 1, f"{where}.synthetic_holdout: must be in (0, 1)")
+        require(self.select_metric in SELECT_METRICS, f"{where}.select_metric: must be one of {SELECT_METRICS}")
+        require(self.synthetic_per_class >= 0, f"{where}.synthetic_per_class: must be >= 0")
+        require(self.epochs >= 1 and self.batch >= 1, f"{where}: epochs and batch must be >= 1")
+        require(self.lr > 0 and self.weight_decay >= 0, f"{where}: lr must be > 0 and weight_decay >= 0")
+        require(0 <= self.rotation_deg <= 180, f"{where}.rotation_deg: must be in [0, 180]")
+        require(0 <= self.brightness < 1 and 0 <= self.hflip <= 1, f"{where}: brightness in [0, 1), hflip in [0, 1]")
+        require(self.workers >= 0 and self.threads >= 0, f"{where}: workers and threads must be >= 0")
+        require(isinstance(self.pretrained, (bool, str)), f"{where}.pretrained: false, true or a file path")
+
+    @property
+    def out_path(self) -> Path:
+        return Path(self.out_dir.replace("{name}", self.name))
+
+
+
+def collect_items(cfg: TrainClassifierConfig) -> tuple[list[Any], list[Any]]:
+    """(train items, val items) of the run, every source checked before training starts."""
+    from acneops.classify.data import holdout_split, real_items, synthetic_items
+
+    train: list[Any] = []
+    val: list[Any] = []
+    if cfg.real_train:
+        train += real_items(cfg.restored_dir, "train", cfg.role, cfg.labels)
+    if cfg.synthetic_dir:
+        synthetic = synthetic_items(Path(cfg.synthetic_dir), cfg.labels, cfg.synthetic_per_class)
+        if cfg.val_source == "synthetic_holdout":
+            synthetic, val = holdout_split(synthetic, cfg.synthetic_holdout, cfg.seed)
+        train += synthetic
+    if cfg.val_source == "real_val":
+        val = real_items(cfg.restored_dir, "val", cfg.role, cfg.labels)
+    return train, val
+

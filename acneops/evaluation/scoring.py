@@ -1,0 +1,296 @@
+"""Scoring classifiers on the frozen real test split, the judge and feature extractor evaluate uses, and the\nflat metrics.json figures.\n\nThe `evaluate` stage (acneops.stages.evaluate) builds :class:`EvaluateConfig` from params and calls these."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from acneops.audit import AuditConfig
+from acneops.core.config import require, to_dict
+from acneops.core.errors import StageError
+from acneops.core.io import sha256_file, write_json
+from acneops.metrics import DEFAULT_CACHE_DIR, EXTRACTOR_NAMES
+
+SECTION = "evaluate"  # params section (named in error messages)
+
+ROLE = "evaluate"  # data-access role: the only one allowed to read the real test split
+
+
+
+DETAILS_FILE = "evaluation.json"  # everything behind metrics.json, under reports_dir
+
+
+
+REPORT_FILE = "report.md"
+
+
+
+DEFAULT_CLASSIFIERS = {s: Path(f"models/classifier/{s}/best.pt") for s in ("synthetic", "real", "augmented")}
+
+
+
+DEFAULT_GENERATORS = {"healthy": Path("models/gan/healthy/final.pt"),
+                      **{c: Path(f"models/gan/{c}/final.pt") for c in ("mild", "moderate", "severe", "all")}}
+
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    """params.yaml section ``evaluate`` (plus the shared ``audit`` section)."""
+
+    restored_dir: Path = Path("datasets/restored")  # restored real splits (<split>/manifest.csv)
+    # scenario -> classifier checkpoint, each scored on the real test split
+    classifiers: dict[str, Path] = dataclasses.field(default_factory=lambda: dict(DEFAULT_CLASSIFIERS))
+    sorter: str = "models/classifier/sorter/best.pt"  # severity sorter checkpoint; "" = none (e.g. the mask task)
+    # generator name (a class, or 'all') -> GAN checkpoint
+    generators: dict[str, Path] = dataclasses.field(default_factory=lambda: dict(DEFAULT_GENERATORS))
+    # generator name -> real classes it is compared with; default [name], and 'all' = the sorter's classes
+    generator_labels: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    # generator name -> stats.jsonl to plot; default <checkpoint dir>/stats.jsonl
+    gan_logs: dict[str, Path] = dataclasses.field(default_factory=dict)
+    synthetic_dir: str = "datasets/synthetic"  # exported synthetic set (manifest.csv): audit + grids; "" = none
+    extractor: str = "domain"  # feature space of FD/KID/PRDC and the audit: domain | tiny | inception
+    extractor_checkpoint: str = ""  # domain: classifier checkpoint of the feature space; "" = classifiers.real
+    inception_weights: str = ""  # inception: local pt_inception-2015-12-05-6726825d.pth
+    inception_sha256: str = ""  # inception: expected SHA-256 of that file; "" = not checked
+    feature_batch: int = 32  # images per feature-extractor forward pass
+    cache_dir: Path = DEFAULT_CACHE_DIR  # feature statistics cache of the real image sets
+    n_fake: int = 300  # images generated per generator for FD/KID/PRDC and class fidelity, count
+    psi: float = 1.0  # truncation psi of stylegan2 generators (dcgan has none: always 1)
+    seed: int = 0  # first generation seed (seeds seed..seed+n_fake-1); also KID subsets and the tiny net
+    kid_subsets: int = 100  # KID: random subsets, count
+    kid_subset_size: int = 1000  # KID: samples per subset (capped at the smaller set), count
+    nearest_k: int = 3  # precision/recall/density/coverage: k of the k-NN balls
+    fidelity_judge: str = "sorter"  # who assigns generated images to classes: sorter | a classifiers key | "" = none
+    positive: str = ""  # positive class of binary tasks (e.g. mask); "" = the second label
+    batch: int = 32  # generation and classification batch, images
+    grid_images: int = 16  # synthetic images per class in reports/grids/<class>.png, count
+    grid_ncol: int = 8  # images per grid row, count
+    repo_root: Path = Path(".")  # repository root: its git commit and data.dvc md5 go into the report
+    reports_dir: Path = Path("reports")  # confusion_*, audit_evaluate_*, grids/, gan_curves/, plots/, report.md
+    metrics_path: Path = Path("reports/metrics.json")  # DVC metrics file
+    audit: AuditConfig = dataclasses.field(default_factory=AuditConfig)  # top-level params section `audit`
+
+    def __post_init__(self) -> None:
+        where = f"params.yaml [{SECTION}]"
+        require(self.extractor in EXTRACTOR_NAMES,
+                f"{where}.extractor: '{self.extractor}' is not one of {list(EXTRACTOR_NAMES)}")
+        require(self.extractor != "inception" or bool(self.inception_weights),
+                f"{where}.inception_weights: required when extractor is 'inception' "
+                "(pt_inception-2015-12-05-6726825d.pth)")
+        require(self.extractor != "domain" or bool(self.extractor_checkpoint) or "real" in self.classifiers,
+                f"{where}.extractor_checkpoint: the domain extractor needs a classifier checkpoint; set it or add "
+                "classifiers.real (the default feature space: the classifier trained on real images)")
+        require(self.n_fake > self.nearest_k,
+                f"{where}.n_fake: must be > nearest_k ({self.nearest_k}), got {self.n_fake}")
+        require(self.nearest_k >= 1 and self.kid_subsets >= 1 and self.kid_subset_size >= 2,
+                f"{where}: nearest_k and kid_subsets must be >= 1, kid_subset_size >= 2")
+        require(self.psi >= 0, f"{where}.psi: must be >= 0, got {self.psi}")
+        require(min(self.batch, self.feature_batch, self.grid_images, self.grid_ncol) >= 1,
+                f"{where}: batch, feature_batch, grid_images and grid_ncol must be >= 1")
+        require(self.fidelity_judge in ("", "sorter", *self.classifiers),
+                f"{where}.fidelity_judge: '{self.fidelity_judge}' must be 'sorter', '' or one of "
+                f"{sorted(self.classifiers)}")
+        require(self.fidelity_judge != "sorter" or bool(self.sorter),
+                f"{where}.fidelity_judge: 'sorter' needs evaluate.sorter; set fidelity_judge to a classifier or ''")
+        unknown = sorted(set(self.gan_logs) - set(self.generators))
+        require(not unknown, f"{where}.gan_logs: {unknown} are not generators {sorted(self.generators)}")
+        unknown = sorted(set(self.generator_labels) - set(self.generators))
+        require(not unknown, f"{where}.generator_labels: {unknown} are not generators {sorted(self.generators)}")
+        require(isinstance(self.audit, AuditConfig), f"{where}: audit must be an AuditConfig (params section audit)")
+
+
+
+def flatten_numbers(tree: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Nested dict -> ``{'a.b.c': float}`` keeping numbers only (bools and strings are dropped)."""
+    flat: dict[str, float] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten_numbers(value, f"{name}."))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[name] = float(value)
+    return flat
+
+
+
+def _need_file(path: Path | str, key: str, fix: str) -> None:
+    if not Path(path).is_file():
+        raise StageError(f"params.yaml [{SECTION}.{key}]: {path} not found; {fix}")
+
+
+
+def check_inputs(cfg: EvaluateConfig) -> None:
+    """Every checkpoint and folder the stage needs, checked before any work (the error names the key)."""
+    for scenario, path in cfg.classifiers.items():
+        _need_file(path, f"classifiers.{scenario}", f"run `dvc repro train_classifier@{scenario}` or remove the entry")
+    if cfg.sorter:
+        _need_file(cfg.sorter, "sorter", "run `dvc repro train_classifier@sorter` or set evaluate.sorter to ''")
+    for name, path in cfg.generators.items():
+        _need_file(path, f"generators.{name}", f"run `dvc repro train_gan@{name}` or remove the entry")
+    for name, path in cfg.gan_logs.items():
+        _need_file(path, f"gan_logs.{name}", "point it at the generator's stats.jsonl or remove the entry")
+    if cfg.extractor == "domain" and cfg.extractor_checkpoint:
+        _need_file(cfg.extractor_checkpoint, "extractor_checkpoint", "train that classifier or fix the path")
+    if cfg.synthetic_dir:
+        _need_file(Path(cfg.synthetic_dir) / "manifest.csv", "synthetic_dir",
+                   "run `dvc repro synthesize` or set evaluate.synthetic_dir to ''")
+    for split in ("train", "test"):
+        _need_file(Path(cfg.restored_dir) / split / "manifest.csv", "restored_dir", "run `dvc repro restore` first")
+
+
+
+def build_extractor(cfg: EvaluateConfig) -> Any:
+    """The feature extractor of ``cfg.extractor`` (domain: the real-scenario classifier by default)."""
+    from acneops.metrics import MetricsConfig
+    from acneops.metrics.features import extractor_from_config
+
+    domain = Path(cfg.extractor_checkpoint or cfg.classifiers.get("real", "")) if cfg.extractor == "domain" else None
+    inception = Path(cfg.inception_weights) if cfg.inception_weights else None
+    mcfg = MetricsConfig(extractor=cfg.extractor, inception_weights=inception,
+                         inception_sha256=cfg.inception_sha256, domain_checkpoint=domain, tiny_seed=cfg.seed,
+                         batch_size=cfg.feature_batch, cache_dir=cfg.cache_dir, kid_subsets=cfg.kid_subsets,
+                         kid_subset_size=cfg.kid_subset_size, nearest_k=cfg.nearest_k, seed=cfg.seed)
+    return extractor_from_config(mcfg), domain
+
+
+
+def trained_on(config: dict[str, Any] | None) -> str:
+    """What a classifier was trained on, read from the config stored in its checkpoint."""
+    if not isinstance(config, dict) or "real_train" not in config:
+        return "unknown (no training config in the checkpoint)"
+    real, synthetic = bool(config.get("real_train")), bool(config.get("synthetic_dir"))
+    if real and synthetic:
+        return "real + synthetic"
+    return "synthetic only (TSTR)" if synthetic else "real only"
+
+
+
+def chance_levels(y_true: list[str], labels: list[str]) -> dict[str, Any]:
+    """Accuracy of uniform guessing (1/K) and of always answering the test split's majority class."""
+    counts = {label: y_true.count(label) for label in labels}
+    majority = max(labels, key=lambda label: (counts[label], -labels.index(label)))
+    return {"uniform": 1.0 / len(labels), "majority": counts[majority] / len(y_true), "majority_class": majority}
+
+
+
+def evaluate_classifier(name: str, checkpoint: Path, cfg: EvaluateConfig, strict_positive: bool = True) -> dict[str, Any]:
+    """One classifier on the real test split (its classes): report, chance, confusion JSON/PNG/plot rows.
+
+    ``evaluate.positive`` must be one of the classifier's classes, unless ``strict_positive`` is False
+    (the sorter: the positive class of the task may be one it does not know, e.g. healthy).
+    """
+    from acneops.classify.backbones import load_classifier, predict, read_checkpoint
+    from acneops.classify.data import real_items
+    from acneops.metrics.classification import (
+        classification_report,
+        confusion_plot_rows,
+        save_confusion_matrix,
+    )
+
+    model, args = load_classifier(checkpoint)
+    labels = [str(x) for x in args.get("labels") or []]
+    if len(labels) != int(args["num_classes"]):
+        raise StageError(f"{checkpoint}: model_args has no class names (labels) for its {args['num_classes']} "
+                         "outputs; retrain it with `dvc repro train_classifier`")
+    positive = cfg.positive or None
+    if positive is not None and positive not in labels:
+        if strict_positive:
+            raise StageError(f"params.yaml [{SECTION}.positive]: '{positive}' is not a class of {name} "
+                             f"({checkpoint}: {labels})")
+        positive = None
+    items = real_items(Path(cfg.restored_dir), "test", ROLE, labels)
+    probs = predict(model, args, [it.path for it in items], batch=cfg.batch)  # (N, C)
+    y_true = [it.label for it in items]
+    y_pred = [labels[i] for i in probs.argmax(axis=1)]
+    report = classification_report(y_true, y_pred, labels, positive=positive)
+    out = Path(cfg.reports_dir)
+    save_confusion_matrix(report, out / f"confusion_{name}.json", out / f"confusion_{name}.png")
+    write_json(out / "plots" / f"confusion_{name}.json", confusion_plot_rows(report))
+    return {
+        "checkpoint": str(checkpoint),
+        "sha256": sha256_file(checkpoint),
+        "arch": args.get("arch"),
+        "trained_on": trained_on(read_checkpoint(checkpoint).get("config")),
+        "report": report,
+        "chance": chance_levels(y_true, labels),
+        "confusion_png": f"confusion_{name}.png",
+    }
+
+
+
+def load_judge(cfg: EvaluateConfig) -> tuple[Any, dict[str, Any], str] | None:
+    """(model, model_args, name) of the classifier that assigns generated images to classes, or None."""
+    from acneops.classify.backbones import load_classifier
+
+    if not cfg.fidelity_judge:
+        return None
+    path = Path(cfg.sorter) if cfg.fidelity_judge == "sorter" else cfg.classifiers[cfg.fidelity_judge]
+    model, args = load_classifier(path)
+    return model, args, cfg.fidelity_judge
+
+
+
+def provenance(cfg: EvaluateConfig) -> dict[str, Any]:
+    """Git commit, data.dvc md5 and the resolved config: what the numbers were computed from."""
+    from acneops.tracking.lineage import data_md5, git_commit
+
+    root = Path(cfg.repo_root)
+    return {"git_commit": git_commit(root) or f"unknown ({root} is not a git checkout)",
+            "data_dvc_md5": data_md5(root) or f"unknown (no {root / 'data.dvc'})", "config": to_dict(cfg)}
+
+
+
+def _sig(x: float) -> float:
+    """Six significant digits: readable DVC diffs, and bit-level float noise never shows."""
+    return float(f"{x:.6g}")
+
+
+
+def _classifier_numbers(entry: dict[str, Any]) -> dict[str, Any]:
+    r = entry["report"]
+    out: dict[str, Any] = {"accuracy": _sig(r["accuracy"]), "macro_precision": _sig(r["macro"]["precision"]),
+                           "macro_recall": _sig(r["macro"]["recall"]), "macro_f1": _sig(r["macro"]["f1"]),
+                           "n_test": r["n"], "chance_uniform": _sig(entry["chance"]["uniform"]),
+                           "chance_majority": _sig(entry["chance"]["majority"])}
+    if len(r["labels"]) == 2 and "sensitivity" in r:
+        out["sensitivity"], out["specificity"] = _sig(r["sensitivity"]), _sig(r["specificity"])
+    out["per_class"] = {c: {k: (v if k == "support" else _sig(v)) for k, v in m.items()}
+                        for c, m in r["per_class"].items()}
+    return out
+
+
+
+def metrics_from(details: dict[str, Any]) -> dict[str, Any]:
+    """The numbers of ``details`` as the nested metrics.json (deterministic: no timings, no paths)."""
+    nested: dict[str, Any] = {"classifiers": {s: _classifier_numbers(e) for s, e in details["classifiers"].items()}}
+    if details.get("sorter"):
+        nested["sorter"] = _classifier_numbers(details["sorter"])
+    gens, fidelity = {}, {}
+    for name, g in details.get("generators", {}).items():
+        nums = {k: (_sig(v) if isinstance(v, float) else v) for k, v in g["distribution"].items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        fid = g.get("fidelity")
+        if fid:
+            fidelity[name] = {c: _sig(s) for c, s in fid["shares"].items()}
+            if fid.get("own") is not None:
+                nums["class_fidelity"] = _sig(fid["own"])
+        gens[name] = nums
+    if gens:
+        nested["generators"] = gens
+    if fidelity:
+        nested["class_fidelity"] = fidelity
+        own = {g: f[g] for g, f in fidelity.items() if g in f}  # per-class generators judged on their own class
+        if own:
+            nested["class_fidelity_summary"] = {
+                "mean_own": _sig(sum(own.values()) / len(own)),
+                "own_is_top": sum(f[g] == max(f.values()) and f[g] > 0 for g, f in fidelity.items() if g in own),
+                "generators": len(own),
+            }
+    anonymity = {c: {k: (_sig(v) if isinstance(v, float) else v) for k, v in a["headline"].items() if v is not None}
+                 for c, a in details.get("anonymity", {}).items()}
+    if anonymity:
+        nested["anonymity"] = anonymity
+    return nested
+

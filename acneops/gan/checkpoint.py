@@ -1,0 +1,122 @@
+"""Self-describing, atomically written GAN checkpoints and the RNG state they carry.
+
+A checkpoint is a plain dict saved with ``torch.save`` and read back with ``weights_only=True``
+(no pickled modules, no code runs on load)::
+
+    {'format': 'acneops-gan/1', 'family': 'stylegan2' | 'dcgan',
+     'model': {'G': state_dict, 'D': state_dict, 'G_ema': state_dict},
+     'model_args': {'G': kwargs, 'D': kwargs},       # rebuild with the family's constructors
+     'step': int, 'cur_nimg': int, 'config': resolved config dict,
+     'optim': {'G': state_dict, 'D': state_dict}, 'augment': {'p': float, 'ctrl': dict} | None,
+     'pl_mean': float, 'rng': {'torch', 'cuda', 'numpy', 'python'}, 'mlflow_run_id': str, ...}
+
+:func:`build_generator` rebuilds G_ema from the file alone, which is all later stages need.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from acneops.core.errors import AcneopsError
+from acneops.core.io import atomic_path, sha256_file
+
+FORMAT = "acneops-gan/1"
+REQUIRED_KEYS = ("format", "family", "model", "model_args", "step", "cur_nimg", "config")
+FAMILIES = ("stylegan2", "dcgan")
+
+
+def family_models(family: str) -> tuple[type, type]:
+    """(Generator, Discriminator) classes of a model family, from that family's MODELS registry."""
+    if family == "stylegan2":
+        from acneops.gan import stylegan2 as module
+    elif family == "dcgan":
+        from acneops.gan import dcgan as module
+    else:
+        raise AcneopsError(f"unknown GAN family '{family}'; known families: {list(FAMILIES)}")
+    return module.MODELS[family]
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG a training step may draw from (torch CPU and CUDA, numpy, python)."""
+    import torch
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the RNGs captured by :func:`rng_state`."""
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+
+
+def save(path: str | Path, ckpt: dict[str, Any]) -> str:
+    """Write ``ckpt`` atomically (temp file + os.replace) and return the file's sha256."""
+    import torch
+
+    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+    if missing:
+        raise ValueError(f"checkpoint dict lacks {missing}; it would not describe itself")
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
+        digest = sha256_file(tmp)
+    return digest
+
+
+def load(path: str | Path, map_location: str = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save`; anything else is an AcneopsError naming the file."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise AcneopsError(f"{path}: checkpoint not found; train it first (`acneops run train_gan --name ...`)")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated, foreign or pickled-module files all land here
+        raise AcneopsError(f"{path}: not a readable acneops checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise AcneopsError(f"{path}: not an acneops GAN checkpoint (format {found!r}, expected {FORMAT!r})")
+    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+    if missing:
+        raise AcneopsError(f"{path}: checkpoint lacks {missing}; it was not written by acneops.gan.checkpoint.save")
+    return ckpt
+
+
+def build_generator(ckpt: dict[str, Any], which: str = "G_ema") -> "torch.nn.Module":
+    """Rebuild a generator (G_ema by default) from a loaded checkpoint, in eval mode, without grads."""
+    G_cls, _ = family_models(ckpt["family"])
+    G = G_cls(**ckpt["model_args"]["G"])
+    G.load_state_dict(ckpt["model"][which])
+    return G.eval().requires_grad_(False)
+
+
+def check_same_architecture(base: dict[str, Any], family: str, model_args: dict[str, Any], where: str) -> None:
+    """A base checkpoint for transfer learning must match the network being trained exactly."""
+    if base["family"] != family:
+        raise AcneopsError(f"{where}: base checkpoint is family '{base['family']}', training '{family}'; "
+                           "use a base of the same family")
+    for net in ("G", "D"):
+        ours, theirs = model_args[net], base["model_args"][net]
+        diff = {k: (theirs.get(k), ours.get(k)) for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k)}
+        if diff:
+            detail = ", ".join(f"{k}: base {b!r} vs params {o!r}" for k, (b, o) in sorted(diff.items()))
+            raise AcneopsError(f"{where}: base {net} architecture differs ({detail}); "
+                               "set train_gan's network keys to the base's values")

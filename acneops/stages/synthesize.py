@@ -1,0 +1,130 @@
+"""`synthesize` stage: the exported synthetic dataset, one folder per class, with the anonymity filter applied.
+
+For each class the stage samples its generator at recorded seeds, audits every image against **all**
+real train images (every class: a copy of any real face is a leak, whatever its label) and against the
+real train images of its own class (the reference `evaluate` audits each generator against: its sparser
+neighbourhoods give looser relative thresholds), drops the images flagged by either, tops up with
+fresh seeds for up to ``max_rounds`` extra rounds and reports any shortfall. Flagged images are never
+written; an image whose pixels equal a real train image (or its mirror) is dropped even if the audit
+thresholds were loosened. The real *test* split is never read:
+the real images come from :func:`acneops.data.access.load_split` with role ``synthesize``.
+
+Seeds. Class ``k`` (its position in ``generators``) owns seeds ``seed * 10**7 + k * 10**6 + i``:
+``i < count`` for the first round and ``i = 500_000 + j`` for top-ups, so changing ``seed`` changes
+every image, and changing one class's count changes only that class's files (its first images keep
+their seeds). The exported set is the first ``count`` passing images in that seed order.
+
+Outputs: ``out_dir/<class>/<class>_seed<seed>.png`` (metadata-free) + ``out_dir/manifest.csv``, built
+in a temporary folder and swapped in whole; ``report_path`` (per class requested / exported /
+flagged / rounds / shortfall, generator sha256, audit summary); ``audit_synthesize_<class>.json`` +
+``.png`` (closest synthetic|real pairs) beside it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from acneops.core.config import ConfigError, build, section, to_dict
+from acneops.core.errors import StageError
+from acneops.stages.params import audit_config
+from acneops.synthetic.export import (
+    ShortfallWarning,
+    SynthesizeConfig,
+    check_generators,
+    class_report,
+    load_real_train,
+    make_extractor,
+    synthesize_class,
+    write_dataset,
+)
+
+
+def config_from_params(params: dict[str, Any], name: str | None = None) -> SynthesizeConfig:
+    """The stage config from the ``synthesize`` section, with the ``audit`` section as its audit thresholds."""
+
+    values = section(params, "synthesize")
+    if "audit" in values:
+        raise ConfigError("params.yaml [synthesize]: 'audit' is not a key here; the near-copy thresholds live "
+                          "in the top-level 'audit' section (shared with evaluate)")
+    cfg = build(SynthesizeConfig, values, "synthesize")
+    return dataclasses.replace(cfg, audit=audit_config(params))
+
+
+@dataclasses.dataclass(frozen=True)
+class SynthesizeResult:
+    classes: dict[str, dict[str, Any]]  # per-class entries of the report
+    out_dir: Path
+    report_path: Path
+
+    @property
+    def shortfall(self) -> dict[str, int]:
+        """Missing images per class (only classes that fell short)."""
+        return {c: r["shortfall"] for c, r in self.classes.items() if r["shortfall"] > 0}
+
+    def metrics(self) -> dict[str, float]:
+        """Numbers for the tracking wrapper: per-class counts and flag rates, and totals."""
+        out: dict[str, float] = {}
+        for cls, r in self.classes.items():
+            for key in ("requested", "exported", "generated", "flagged", "flag_rate", "shortfall", "rounds"):
+                out[f"{cls}/{key}"] = float(r[key])
+        for key in ("requested", "exported", "generated", "flagged", "shortfall"):
+            out[f"total/{key}"] = float(sum(r[key] for r in self.classes.values()))
+        out["total/flag_rate"] = out["total/flagged"] / max(out["total/generated"], 1.0)
+        return out
+
+    def artifacts(self) -> list[Path]:
+        """Files for the tracking run: the stage report and each class's audit report and pairs PNG."""
+        audits = [Path(r["audit"]["report"]) for r in self.classes.values()]
+        return [self.report_path] + [p for a in audits for p in (a, a.with_suffix(".png"))]
+
+    def summary(self) -> str:
+        parts = ", ".join(f"{c}={r['exported']}/{r['requested']} ({r['flagged']} flagged)"
+                          for c, r in self.classes.items())
+        short = f"; SHORTFALL {self.shortfall}" if self.shortfall else ""
+        return f"synthesize: exported {parts}{short} -> {self.out_dir} (report {self.report_path})"
+
+
+def _shortfall_message(short: dict[str, int], cfg: SynthesizeConfig) -> str:
+    return (f"synthesize: too few images passed the anonymity audit after {cfg.max_rounds} top-up rounds, "
+            f"missing {short} of {dict(cfg.counts)}; the generators emit near copies of real train images "
+            f"(see {cfg.report_path.parent}/audit_synthesize_<class>.json). Train them longer or with more "
+            "augmentation, or raise synthesize.max_rounds")
+
+
+def run(cfg: SynthesizeConfig) -> SynthesizeResult:
+    """Generate, audit against all real train images, drop copies, top up, write dataset + reports."""
+    from acneops.audit import write_audit_report
+    from acneops.core.io import sha256_file, write_json
+
+    start = time.perf_counter()
+    infos = check_generators(cfg)
+    extractor = make_extractor(cfg)
+    real = load_real_train(cfg.restored_dir)
+    outcomes = {cls: synthesize_class(cfg, cls, infos[cls], real, extractor) for cls in cfg.classes}
+    classes = {}
+    for cls, o in outcomes.items():
+        audit_json = cfg.report_path.parent / f"audit_synthesize_{cls}.json"
+        write_audit_report(o.audit, audit_json, audit_json.with_suffix(".png"))
+        classes[cls] = class_report(o, infos[cls], audit_json)
+    short = {c: r["shortfall"] for c, r in classes.items() if r["shortfall"] > 0}
+    failed = {c: n for c, n in short.items() if n > cfg.max_shortfall * classes[c]["requested"]}
+    report = {"status": "ok", "classes": classes, "config": to_dict(cfg), "shortfall": short,
+              "real_train": {"images": len(real.names), "audited_against": "every class of the real train split"},
+              "audit_feature_space": extractor.identity}
+    if failed:
+        write_json(cfg.report_path, {**report, "status": "failed: shortfall above max_shortfall",
+                                     "seconds": round(time.perf_counter() - start, 2)})
+        raise StageError(_shortfall_message(failed, cfg) + f"; the previous {cfg.out_dir} was left unchanged")
+    n_rows = write_dataset(cfg, outcomes, infos)
+    if short:
+        warnings.warn(_shortfall_message(short, cfg) + f"; exported anyway (within max_shortfall="
+                      f"{cfg.max_shortfall})", ShortfallWarning, stacklevel=2)
+    report.update(exported=n_rows, manifest_sha256=sha256_file(cfg.out_dir / "manifest.csv"),
+                  seconds=round(time.perf_counter() - start, 2))
+    write_json(cfg.report_path, report)
+    return SynthesizeResult(classes=classes, out_dir=cfg.out_dir, report_path=cfg.report_path)
+

@@ -1,0 +1,236 @@
+"""MLflow tracking for every stage: one small module, one context manager.
+
+Every stage that trains or measures something opens ``with start_run(stage, name, config) as run``
+and logs through the returned :class:`Run`. The store is ``MLFLOW_TRACKING_URI`` or the embedded
+default ``sqlite:///<absolute repo root>/mlflow.db`` (a relative sqlite URI would point into the
+temporary copy under ``dvc exp run --temp`` and the run would be lost). Artifacts of the embedded
+store go next to the database, in ``mlartifacts/``, for the same reason.
+
+Run lifecycle (what a person reading the MLflow UI can rely on):
+- a resumed training passes the ``run_id`` stored in its checkpoint and continues the same run;
+- the run ends FINISHED on success and FAILED on an exception, Ctrl-C or SIGTERM;
+- a run killed without a chance to clean up (SIGKILL, power loss) stays RUNNING until the next new
+  (non-resume) run of the same stage and name starts, which marks it FAILED;
+- with ``ACNEOPS_PARENT_RUN_ID`` set (the pipeline flow sets it) the run is nested under that run;
+- every open (new or resumed) sets the lineage tags of acneops.tracking.lineage (git commit, data md5,
+  config hash, sha256 of named inputs).
+
+mlflow is imported inside the functions, so importing this module is free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+PARENT_RUN_ENV = "ACNEOPS_PARENT_RUN_ID"
+STAGE_TAG = "acneops.stage"
+NAME_TAG = "acneops.name"
+PARENT_TAG = "mlflow.parentRunId"
+MAX_PARAM_CHARS = 6000  # MLflow's limit on one param value
+
+
+def repo_root(start: str | Path | None = None) -> Path:
+    """The nearest folder at or above ``start`` (default: cwd) holding dvc.yaml or .git, else ``start``."""
+    start = Path(start or os.getcwd()).resolve()
+    for folder in (start, *start.parents):
+        if (folder / "dvc.yaml").exists() or (folder / ".git").exists():
+            return folder
+    return start
+
+
+def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else an absolute sqlite URI at the repository root."""
+    uri = os.environ.get(TRACKING_URI_ENV, "").strip()
+    if uri:
+        return uri
+    return f"sqlite:///{repo_root() / 'mlflow.db'}"
+
+
+def _artifact_location(uri: str) -> str | None:
+    """Where a new experiment of a local sqlite store keeps artifacts: ``mlartifacts/`` beside the db."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):])
+        if db.is_absolute():
+            return (db.parent / "mlartifacts").as_uri()
+    return None  # a tracking server (or file store) decides
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested dict -> ``{'a.b': 'value'}`` with string values (MLflow params are strings)."""
+    flat: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)[:MAX_PARAM_CHARS]
+    return flat
+
+
+class Run:
+    """A thin handle on one MLflow run (client API: no global active run, safe to nest)."""
+
+    def __init__(self, client: Any, run_id: str):
+        self._client = client
+        self.run_id = run_id
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Log (nested) params. On a resumed run a key already logged with another value cannot be
+        overwritten (MLflow params are immutable): the new value is recorded as tag ``resume.<key>``."""
+        from mlflow.entities import Param
+
+        existing = self._client.get_run(self.run_id).data.params
+        flat = flatten(params)
+        new = [Param(k, v) for k, v in flat.items() if k not in existing]
+        changed = {f"resume.{k}": v for k, v in flat.items() if k in existing and existing[k] != v}
+        for start in range(0, len(new), 100):  # MLflow accepts at most 100 params per batch
+            self._client.log_batch(self.run_id, params=new[start:start + 100])
+        if changed:
+            self.set_tags(changed)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Log numeric metrics at integer ``step`` in one batch."""
+        from mlflow.entities import Metric
+
+        now_ms = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now_ms, int(step)) for k, v in metrics.items()]
+        for start in range(0, len(batch), 1000):
+            self._client.log_batch(self.run_id, metrics=batch[start:start + 1000])
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """Copy the file (or folder) ``path`` into the run's artifacts."""
+        path = Path(path)
+        if path.is_dir():
+            self._client.log_artifacts(self.run_id, str(path), artifact_path)
+        else:
+            self._client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        self._client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+class NullRun(Run):
+    """Stands in for a run where nothing must be logged (ranks > 0 of a distributed training)."""
+
+    def __init__(self) -> None:
+        super().__init__(client=None, run_id="")
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        pass
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        pass
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        pass
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        pass
+
+
+def _experiment_id(client: Any, uri: str, experiment: str) -> str:
+    found = client.get_experiment_by_name(experiment)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return client.create_experiment(experiment, artifact_location=_artifact_location(uri))
+    except Exception:  # another process created it between the two calls
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def fail_stale_runs(client: Any, experiment_id: str, stage: str, name: str | None) -> list[str]:
+    """Mark FAILED every run of ``stage``/``name`` still RUNNING (its process was killed); return their ids."""
+    filter_string = (
+        f"tags.`{STAGE_TAG}` = '{stage}' and tags.`{NAME_TAG}` = '{name or ''}' "
+        "and attributes.status = 'RUNNING'"
+    )
+    stale = client.search_runs([experiment_id], filter_string=filter_string, max_results=1000)
+    for run in stale:
+        client.set_tag(run.info.run_id, "acneops.failure", "left RUNNING by a killed process")
+        client.set_terminated(run.info.run_id, status="FAILED")
+    return [run.info.run_id for run in stale]
+
+
+def _open_run(client: Any, experiment_id: str, stage: str, name: str | None,
+              run_id: str | None, tags: dict[str, Any]) -> tuple[str, bool]:
+    """Resume ``run_id`` if it exists in this store, else create a new run. Returns (run_id, resumed)."""
+    from mlflow.exceptions import MlflowException
+
+    if run_id:
+        try:
+            client.get_run(run_id)
+            client.update_run(run_id, status="RUNNING")
+            return run_id, True
+        except MlflowException:
+            tags = {**tags, "acneops.resume_missing_run": run_id}  # store changed: start afresh, say so
+    fail_stale_runs(client, experiment_id, stage, name)
+    all_tags = {STAGE_TAG: stage, NAME_TAG: name or "", **tags}
+    parent = os.environ.get(PARENT_RUN_ENV, "").strip()
+    if parent:
+        all_tags[PARENT_TAG] = parent
+    run_name = f"{stage}@{name}" if name else stage
+    run = client.create_run(experiment_id, tags={k: str(v) for k, v in all_tags.items()}, run_name=run_name)
+    return run.info.run_id, False
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """Turn SIGTERM into SystemExit inside the block (main thread only) so the run is marked FAILED."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def start_run(
+    stage: str,
+    name: str | None,
+    config: dict[str, Any],
+    run_id: str | None = None,
+    tags: dict[str, Any] | None = None,
+    experiment: str = "acneops",
+) -> Iterator[Run]:
+    """Open (or resume) the MLflow run of one stage execution and log ``config`` as its params.
+
+    Ends FINISHED when the block completes, FAILED when it raises (including KeyboardInterrupt and
+    SIGTERM, which is turned into SystemExit while the block runs). A resumed run keeps its id.
+    """
+    from mlflow import MlflowClient
+
+    uri = tracking_uri()
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = _experiment_id(client, uri, experiment)
+    opened_id, resumed = _open_run(client, experiment_id, stage, name, run_id, dict(tags or {}))
+    run = Run(client, opened_id)
+    status = "FAILED"
+    try:
+        with _sigterm_as_exit():
+            from acneops.tracking.lineage import lineage_tags
+
+            run.set_tags({"acneops.resumed": resumed, **lineage_tags(repo_root(), stage, name, config)})
+            run.log_params(config)
+            yield run
+        status = "FINISHED"
+    finally:
+        client.set_terminated(opened_id, status=status)
