@@ -48,7 +48,7 @@ def test_same_bytes_from_a_fresh_process_with_another_hash_seed(tmp_path):
     """Nothing may depend on process state (dict/set order, hash seed, warm caches)."""
     phantom.generate(tiny(), tmp_path / "a")
     code = (
-        "import json, sys; from acneops import phantom; "
+        "import json, sys; from acneops.data import phantom; from acneops.stages.params import phantom_config; "
         "phantom.generate(phantom_config({'phantom': json.loads(sys.argv[2])}), sys.argv[1])"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(ROOT)}

@@ -52,7 +52,7 @@ def raw_layout_problems(folder: Path, classes: set[str]) -> list[str]:
 
 @pytest.mark.parametrize("task", ["acne", "mask"])
 def test_phantom_raw_layout(tmp_path, task):
-    cfg = phantom.config_from_params(
+    cfg = phantom_config(
         {"phantom": {"n_per_class": 5, "hr_size": 32, "lr_size": 8, "lowres_fraction": 0.4, "supersample": 1}}, task
     )
     phantom.generate(cfg, tmp_path / "raw")
@@ -75,7 +75,7 @@ def test_import_raw_layout(tmp_path):
 
 def test_contract_check_catches_broken_layouts(tmp_path):
     """The checker above must fail on each kind of break, or the contract tests prove nothing."""
-    cfg = phantom.config_from_params({"phantom": {"n_per_class": 2, "hr_size": 16, "lr_size": 8, "supersample": 1}})
+    cfg = phantom_config({"phantom": {"n_per_class": 2, "hr_size": 16, "lr_size": 8, "supersample": 1}})
     phantom.generate(cfg, tmp_path / "raw")
     labels = tmp_path / "raw" / "labels.csv"
     good = labels.read_text()
