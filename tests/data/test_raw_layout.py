@@ -13,6 +13,7 @@ from PIL import Image
 
 from acneops.core.io import read_csv
 from acneops.data import importers, phantom
+from acneops.stages.params import phantom_config
 
 HEADER = ["image", "label", "lesions", "source", "split"]
 SOURCES = {"phantom-hr", "phantom-web", "acne04", "folders"}
