@@ -1,7 +1,10 @@
 """Benchmark: anonymity-audit time for 5,000 synthetic x 1,500 real train images on CPU (prints seconds).
 
-Two parts, every phase timed (wall and process CPU seconds; CPU is steadier on a shared machine):
+Three parts, every phase timed (wall and process CPU seconds; CPU is steadier on a shared machine):
 
+0. ``search``: the shared nearest-neighbour search (acneops.metrics.neighbors, scikit-learn's
+   ``pairwise_distances_chunked``) against the two hand-written searches it replaced (frozen in
+   tests/code/legacy_oracles.py) on random 512-d features, 5,000 queries x 1,500 references;
 1. ``core``: the statistics on arrays — random 512-d features and random pixel vectors at the
    configured pixel size with as many reference views as the config compares against (flips and
    crops), plus 500 test rows for C_T and membership inference.
@@ -11,13 +14,16 @@ Two parts, every phase timed (wall and process CPU seconds; CPU is steadier on a
     .venv/bin/python benchmarks/audit.py                       # defaults: 5000 x 1500, test 500
     .venv/bin/python benchmarks/audit.py --pixel-size 32       # the 32 px variant
     .venv/bin/python benchmarks/audit.py --n-syn 1000 --skip-e2e
+    .venv/bin/python benchmarks/audit.py --search-only         # part 0 only
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import time
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -25,6 +31,9 @@ import numpy as np
 from acneops.audit import AuditConfig, run_audit
 from acneops.audit.attacks import data_copying_ct, membership_auc
 from acneops.audit.copies import audit_copies, view_specs
+from acneops.metrics.neighbors import nearest_neighbors
+
+LEGACY = Path(__file__).resolve().parents[1] / "tests" / "code" / "legacy_oracles.py"
 
 
 @contextlib.contextmanager
@@ -32,6 +41,33 @@ def timed(label: str) -> Iterator[None]:
     t0, c0 = time.perf_counter(), time.process_time()
     yield
     print(f"  {label:34s} wall {time.perf_counter() - t0:7.2f} s   cpu {time.process_time() - c0:7.2f} s", flush=True)
+
+
+def bench_search(n_query: int, n_ref: int, dim: int, repeats: int = 3) -> None:
+    spec = importlib.util.spec_from_file_location("legacy_oracles", LEGACY)
+    legacy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(legacy)
+    rng = np.random.default_rng(0)
+    query, ref = rng.normal(size=(n_query, dim)), rng.normal(size=(n_ref, dim))
+    flip = [ref[:, ::-1].copy()]
+    print(f"search: {n_query} queries x {n_ref} references, {dim}-d float64 features (best of {repeats})")
+    cases = {
+        "k=1  hand-written audit search": lambda: legacy.audit_search(query, ref, 1),
+        "k=1  hand-written metrics search": lambda: legacy.distribution_search(query, ref, 1),
+        "k=1  sklearn chunked (shared)": lambda: nearest_neighbors(query, ref, 1),
+        "k=2 +flip view  hand-written audit": lambda: legacy.audit_search(query, ref, 2, flip),
+        "k=2 +flip view  sklearn chunked": lambda: nearest_neighbors(query, ref, 2, flip),
+        "k=3 leave-one-out  hand-written metrics": lambda: legacy.distribution_search(query, query, 3, True),
+        "k=3 leave-one-out  sklearn chunked": lambda: nearest_neighbors(query, query, 3, exclude_self=True),
+    }
+    for label, run in cases.items():
+        wall, cpu = [], []
+        for _ in range(repeats):
+            t0, c0 = time.perf_counter(), time.process_time()
+            run()
+            wall.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+        print(f"  {label:40s} wall {min(wall):7.2f} s   cpu {min(cpu):7.2f} s", flush=True)
 
 
 def bench_core(cfg: AuditConfig, n_syn: int, n_real: int, n_test: int, feat_dim: int) -> None:
@@ -89,7 +125,11 @@ def main() -> None:
     ap.add_argument("--crop-positions", type=int, default=AuditConfig.crop_positions)
     ap.add_argument("--image-size", type=int, default=64)
     ap.add_argument("--skip-e2e", action="store_true")
+    ap.add_argument("--search-only", action="store_true")
     args = ap.parse_args()
+    bench_search(args.n_syn, args.n_real, args.feat_dim)
+    if args.search_only:
+        return
     cfg = AuditConfig(pixel_size=args.pixel_size, crop_positions=args.crop_positions)
     bench_core(cfg, args.n_syn, args.n_real, args.n_test, args.feat_dim)
     if not args.skip_e2e:

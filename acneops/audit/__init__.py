@@ -23,7 +23,7 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-from acneops.audit.attacks import data_copying_ct, membership_auc, nearest_neighbors
+from acneops.audit.attacks import data_copying_ct, membership_auc
 from acneops.audit.copies import (
     CopyAudit,
     ViewSpec,
@@ -37,6 +37,7 @@ from acneops.audit.copies import (
 )
 from acneops.core.config import require, to_dict
 from acneops.core.errors import AcneopsError
+from acneops.metrics.neighbors import nearest_neighbors
 
 __all__ = [
     "AuditConfig", "AuditResult", "CopyAudit", "Kept", "audit_copies", "config_from_params",

@@ -1,7 +1,7 @@
 """The statistics of the anonymity audit, on plain feature / pixel arrays (no images, no I/O).
 
-- exact chunked nearest-neighbour search (L2), optionally against other views of the references
-  (flipped, cropped: a mirrored copy is a copy) and leave-one-out (real-to-real reference distances);
+- nearest neighbours come from the one search of :mod:`acneops.metrics.neighbors` (exact L2, other
+  views of the references, leave-one-out);
 - the data-copying statistic C_T of Meehan, Chaudhuri, Dasgupta 2020, "A Non-Parametric Test to
   Detect Data-Copying in Generative Models" (AISTATS);
 - a black-box distance-to-synthetic membership-inference attack (ROC-AUC of train vs test).
@@ -13,36 +13,12 @@ is seeded.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from acneops.core.errors import AcneopsError
-
-
-@dataclasses.dataclass(frozen=True)
-class Neighbors:
-    """The k nearest references of each query, nearest first."""
-
-    dist: np.ndarray  # (Q, k) L2 distances
-    idx: np.ndarray  # (Q, k) reference indices
-    view: np.ndarray  # (Q, k) which view of the reference matched: 0 = as given, v = ref_views[v - 1]
-
-
-def as_matrix(x: Any, what: str, min_rows: int = 1, dtype: Any = np.float64) -> np.ndarray:
-    """``x`` as a finite (N, D) matrix of ``dtype`` with at least ``min_rows`` rows, else an AcneopsError."""
-    arr = np.asarray(x, dtype=dtype)
-    if arr.ndim != 2:
-        raise AcneopsError(f"{what}: expected a 2-D array (N, D), got shape {arr.shape}")
-    if arr.shape[0] < min_rows:
-        raise AcneopsError(f"{what}: needs at least {min_rows} row(s), got {arr.shape[0]}; provide more images")
-    if arr.shape[1] == 0:
-        raise AcneopsError(f"{what}: feature dimension is 0")
-    if not np.isfinite(arr).all():
-        bad = int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
-        raise AcneopsError(f"{what}: row {bad} has NaN/inf values; check the extractor or the image")
-    return arr
+from acneops.metrics.neighbors import as_matrix, nearest_neighbors
 
 
 def _same_dim(a: np.ndarray, b: np.ndarray, what_a: str, what_b: str) -> None:
@@ -51,79 +27,6 @@ def _same_dim(a: np.ndarray, b: np.ndarray, what_a: str, what_b: str) -> None:
             f"{what_a} has dimension {a.shape[1]} but {what_b} has {b.shape[1]}; "
             "both must come from the same extractor / pixel size"
         )
-
-
-def _sq_dists(q: np.ndarray, r: np.ndarray, r_sq: np.ndarray) -> np.ndarray:
-    """Squared L2 distances (Bq, R) via |q|^2 + |r|^2 - 2 q.r, clipped at 0 (float64)."""
-    d2 = (q * q).sum(axis=1)[:, None] + r_sq[None, :] - 2.0 * (q @ r.T)
-    return np.maximum(d2, 0.0, out=d2)
-
-
-def nearest_neighbors(
-    queries: np.ndarray,
-    refs: np.ndarray,
-    k: int = 1,
-    ref_views: Sequence[np.ndarray] = (),
-    exclude_self: bool = False,
-    block_size: int = 1024,
-) -> Neighbors:
-    """Exact k nearest references of every query in L2, computed in blocks of ``block_size`` queries.
-
-    ``ref_views`` are other views of the same references (same rows: horizontally flipped, cropped
-    and resized...): the distance to reference j is the smallest distance to any of its views, so a
-    mirrored or cropped copy matches its source. With ``exclude_self`` (queries are the references)
-    each query's own row is excluded in every view: a leave-one-out search for the real-to-real
-    reference distances. The search ranks in float32 (BLAS speed); the returned distances of the
-    selected pairs are recomputed in float64, so an exact copy has distance 0. Memory: about
-    ``block_size * len(refs) * 12`` bytes, plus the float32 copies of the views.
-    """
-    q = as_matrix(queries, "queries", dtype=np.float32)
-    r = as_matrix(refs, "references", dtype=np.float32)
-    _same_dim(q, r, "queries", "references")
-    n_avail = r.shape[0] - (1 if exclude_self else 0)
-    if exclude_self and q.shape[0] != r.shape[0]:
-        raise AcneopsError("exclude_self needs queries and references to be the same set")
-    if not 1 <= k <= n_avail:
-        raise AcneopsError(f"asked for {k} nearest neighbours but only {n_avail} reference(s) are available")
-    views = [r] + [as_matrix(v, f"reference view {i + 1}", dtype=np.float32) for i, v in enumerate(ref_views)]
-    for i, v in enumerate(views[1:]):
-        if v.shape != r.shape:
-            raise AcneopsError(f"reference view {i + 1} has shape {v.shape}, references {r.shape}; must match")
-    exact = [np.asarray(refs)] + [np.asarray(v) for v in ref_views]  # for the float64 refinement
-    views_sq = [(v * v).sum(axis=1) for v in views]
-    step = max(1, int(block_size))
-    out_d, out_i = np.empty((q.shape[0], k)), np.empty((q.shape[0], k), dtype=np.int64)
-    out_v = np.zeros((q.shape[0], k), dtype=np.int64)
-    for start in range(0, q.shape[0], step):
-        stop = min(start + step, q.shape[0])
-        d2, which = _min_over_views(q[start:stop], views, views_sq)
-        if exclude_self:
-            rows = np.arange(stop - start)
-            d2[rows, rows + start] = np.inf
-        part = np.argpartition(d2, k - 1, axis=1)[:, :k] if k < d2.shape[1] else np.tile(
-            np.arange(d2.shape[1]), (d2.shape[0], 1))
-        order = np.lexsort((part, np.take_along_axis(d2, part, axis=1)), axis=1)  # ties by index
-        idx = np.take_along_axis(part, order, axis=1)
-        out_i[start:stop], out_v[start:stop] = idx, np.take_along_axis(which, idx, axis=1)
-        q64 = np.asarray(queries[start:stop], dtype=np.float64)
-        for j in range(k):  # exact float64 distances of the selected pairs (the search ran in float32)
-            matched = np.stack([exact[v][i] for i, v in zip(out_i[start:stop, j], out_v[start:stop, j])])
-            out_d[start:stop, j] = np.linalg.norm(q64 - matched.astype(np.float64), axis=1)
-    return Neighbors(dist=out_d, idx=out_i, view=out_v)
-
-
-def _min_over_views(
-    q: np.ndarray, views: list[np.ndarray], views_sq: list[np.ndarray]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Squared distances (Bq, N) to the closest view of each reference, and which view it was."""
-    d2 = _sq_dists(q, views[0], views_sq[0])
-    which = np.zeros(d2.shape, dtype=np.int16)
-    for v_id in range(1, len(views)):
-        d2v = _sq_dists(q, views[v_id], views_sq[v_id])
-        better = d2v < d2
-        np.copyto(d2, d2v, where=better)
-        which[better] = v_id
-    return d2, which
 
 
 def flip_pixel_vectors(pixels: np.ndarray, size: int) -> np.ndarray:
@@ -137,28 +40,28 @@ def flip_pixel_vectors(pixels: np.ndarray, size: int) -> np.ndarray:
     return pixels.reshape(-1, size, size, 3)[:, :, ::-1, :].reshape(pixels.shape[0], -1)
 
 
+Z_LIMIT = 37.5  # |z| where the normal tail probability underflows float64 (norm.sf(37.6) == 0)
+
+
 def mann_whitney_z(x: np.ndarray, y: np.ndarray) -> float:
     """Z-scored Mann-Whitney U of ``x`` against ``y`` (U counts pairs with x > y, ties 1/2).
 
-    Normal approximation under H0 with the tie-corrected variance and no continuity correction;
-    negative when ``x`` tends to be smaller than ``y``. 0 when every value is tied.
+    ``scipy.stats.mannwhitneyu`` (normal approximation under H0, tie-corrected variance, no
+    continuity correction); z is read back from its two-sided p-value, |z| = isf(p / 2), and signed
+    by U - m n / 2: negative when ``x`` tends to be smaller than ``y``. 0 when every value is tied.
+    |z| saturates at ``Z_LIMIT`` where p underflows (only cells of thousands of samples get there).
     """
-    from scipy.stats import rankdata
+    from scipy.stats import mannwhitneyu, norm
 
     x = np.asarray(x, dtype=np.float64).ravel()
     y = np.asarray(y, dtype=np.float64).ravel()
-    m, n = len(x), len(y)
-    if m == 0 or n == 0:
+    if len(x) == 0 or len(y) == 0:
         raise AcneopsError("Mann-Whitney U needs two non-empty samples")
-    ranks = rankdata(np.concatenate([x, y]))
-    u = ranks[:m].sum() - m * (m + 1) / 2.0
-    total = m + n
-    _, ties = np.unique(np.concatenate([x, y]), return_counts=True)
-    tie_term = (ties**3 - ties).sum() / (total * (total - 1)) if total > 1 else 0.0
-    var = m * n / 12.0 * ((total + 1) - tie_term)
-    if var <= 0:
+    res = mannwhitneyu(x, y, alternative="two-sided", method="asymptotic", use_continuity=False)
+    shift = float(res.statistic) - len(x) * len(y) / 2.0
+    if shift == 0.0 or not np.isfinite(res.pvalue):  # every value tied: zero variance, no evidence
         return 0.0
-    return float((u - m * n / 2.0) / np.sqrt(var))
+    return float(np.sign(shift) * min(float(norm.isf(res.pvalue / 2.0)), Z_LIMIT))
 
 
 def data_copying_ct(syn_feats: Any, train_feats: Any, test_feats: Any, cfg: Any) -> dict[str, Any]:

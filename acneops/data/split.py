@@ -1,9 +1,10 @@
 """Near-duplicate grouping and the seeded, stratified, group-aware train/val/test split of ``ingest``.
 
-Near duplicates (pHash Hamming distance <= threshold, joined transitively with union-find) form a
-group, and a group is assigned to one split as a whole: a resized or re-encoded copy of a test
-photo can never sit in train. Rows with an imported fixed split keep it; when the import gives only
-train/test, val is carved out of the train rows.
+Near duplicates (pHash Hamming distance <= threshold, joined transitively: the connected components
+of the sparse near-duplicate graph, from scipy) form a group, and a group is assigned to one split
+as a whole: a resized or re-encoded copy of a test photo can never sit in train. Rows with an
+imported fixed split keep it; when the import gives only train/test, val is carved out of the
+train rows.
 """
 
 from __future__ import annotations
@@ -28,15 +29,32 @@ def _popcount(x: np.ndarray) -> np.ndarray:
     return np.unpackbits(x.view(np.uint8).reshape(*x.shape, 8), axis=-1).sum(axis=-1)
 
 
-def _find(parent: list[int], i: int) -> int:
-    while parent[i] != i:
-        parent[i] = parent[parent[i]]
-        i = parent[i]
-    return i
+def _linked_representatives(hashes: np.ndarray, threshold: int) -> np.ndarray:
+    """For each hash, the smallest index of its group (pHashes <= ``threshold`` bits apart, transitively).
+
+    ``scipy.sparse.csgraph.connected_components`` on the sparse adjacency, built one chunk of rows at
+    a time; after each chunk the edges found so far are replaced by a star per group (item ->
+    representative), so memory stays bounded by one chunk even when most images are near duplicates.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = len(hashes)
+    rep = np.arange(n)  # (n,) representative (smallest index) of each item's group so far
+    for start in range(0, n, _CHUNK):
+        block = hashes[start:start + _CHUNK, None] ^ hashes[None, :]  # (chunk, n)
+        rows, cols = np.nonzero(_popcount(block) <= threshold)
+        src, dst = np.concatenate([rows + start, np.arange(n)]), np.concatenate([cols, rep])
+        adjacency = coo_matrix((np.ones(len(src), dtype=np.int8), (src, dst)), shape=(n, n))
+        n_groups, label = connected_components(adjacency, directed=False)
+        first = np.full(n_groups, n)
+        np.minimum.at(first, label, np.arange(n))
+        rep = first[label]
+    return rep
 
 
 def near_duplicate_groups(items: list[Item], threshold: int) -> dict[str, list[Item]]:
-    """Union-find groups of items whose pHashes differ in <= ``threshold`` bits; sets ``item.group``.
+    """Groups of items whose pHashes differ in <= ``threshold`` bits (transitively); sets ``item.group``.
 
     The group id is the first 16 hex digits of the sha256 of the group's alphabetically first image,
     so ids are stable when unrelated images are added. Pairwise distances are computed in chunks
@@ -44,22 +62,11 @@ def near_duplicate_groups(items: list[Item], threshold: int) -> dict[str, list[I
     """
     items.sort(key=lambda it: it.image)
     hashes = np.array([int(it.info["phash"], 16) for it in items], dtype=np.uint64)
-    parent = list(range(len(items)))
-    for start in range(0, len(items), _CHUNK):
-        block = hashes[start:start + _CHUNK, None] ^ hashes[None, :]  # (chunk, n)
-        rows, cols = np.nonzero(_popcount(block) <= threshold)
-        for r, c in zip((rows + start).tolist(), cols.tolist()):
-            if c > r:
-                a, b = _find(parent, r), _find(parent, c)
-                if a != b:
-                    parent[max(a, b)] = min(a, b)
+    rep = _linked_representatives(hashes, threshold)
     groups: dict[str, list[Item]] = {}
-    roots: dict[int, str] = {}
     for i, it in enumerate(items):
-        root = _find(parent, i)
-        gid = roots.setdefault(root, items[root].info["sha256"][:16])
-        it.group = gid
-        groups.setdefault(gid, []).append(it)
+        it.group = items[int(rep[i])].info["sha256"][:16]
+        groups.setdefault(it.group, []).append(it)
     return groups
 
 

@@ -10,17 +10,17 @@
 - Improved precision / recall (Kynkäänniemi et al. 2019) and density / coverage (Naeem et al. 2020)
   from k-NN radii; same definitions (strict ``<``) as the ``prdc`` package.
 
-Pairwise distances are computed in row blocks (``max_block_bytes``) so 5,000 x 5,000 sets never
-allocate an N x N matrix at once.
+Pairwise distances come from :mod:`acneops.metrics.neighbors` (scikit-learn's
+``pairwise_distances_chunked``) in row blocks of at most ``max_block_bytes``, so 5,000 x 5,000 sets
+never allocate an N x N matrix at once.
 """
 
 from __future__ import annotations
 
-from typing import Iterator
-
 import numpy as np
 
 from acneops.core.errors import AcneopsError
+from acneops.metrics.neighbors import distance_blocks, nearest_neighbors
 
 BLOCK_BYTES = 64 << 20  # bytes of one float64 distance block
 
@@ -126,45 +126,15 @@ def kid_from_features(real: np.ndarray, fake: np.ndarray, num_subsets: int = 100
     return float(values.mean()), float(values.std())
 
 
-def distance_blocks(query: np.ndarray, ref: np.ndarray,
-                    max_block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[int, np.ndarray]]:
-    """(start, D) with D[i, j] = ||query[start + i] - ref[j]||, float64, one row block at a time."""
-    query, ref = np.asarray(query, np.float64), np.asarray(ref, np.float64)
-    rows = max(1, int(max_block_bytes // (8 * max(1, len(ref)))))
-    ref_sq = np.einsum("ij,ij->i", ref, ref)
-    for start in range(0, len(query), rows):
-        q = query[start:start + rows]
-        sq = np.einsum("ij,ij->i", q, q)[:, None] - 2.0 * (q @ ref.T) + ref_sq[None, :]
-        yield start, np.sqrt(np.clip(sq, 0.0, None))
-
-
-def nearest_neighbours(query: np.ndarray, ref: np.ndarray, k: int = 1, exclude_self: bool = False,
-                       max_block_bytes: int = BLOCK_BYTES) -> tuple[np.ndarray, np.ndarray]:
-    """(distances (Nq, k), indices (Nq, k)) of the k nearest ``ref`` rows of each ``query`` row, ascending.
-
-    ``exclude_self`` (query is ref) skips each row's own index, so duplicates still count as neighbours.
-    """
-    query, ref = np.asarray(query, np.float64), np.asarray(ref, np.float64)
-    limit = len(ref) - (1 if exclude_self else 0)
-    if not 1 <= k <= limit:
-        raise AcneopsError(f"nearest_neighbours: k={k} needs 1 <= k <= {limit} reference rows")
-    dist = np.empty((len(query), k))
-    idx = np.empty((len(query), k), dtype=np.int64)
-    for start, block in distance_blocks(query, ref, max_block_bytes):
-        if exclude_self:
-            rows = np.arange(len(block))
-            block[rows, start + rows] = np.inf
-        part = np.argpartition(block, k - 1, axis=1)[:, :k]
-        part_d = np.take_along_axis(block, part, axis=1)
-        order = np.argsort(part_d, axis=1, kind="stable")
-        idx[start:start + len(block)] = np.take_along_axis(part, order, axis=1)
-        dist[start:start + len(block)] = np.take_along_axis(part_d, order, axis=1)
-    return dist, idx
+def _block_rows(max_block_bytes: int, n_cols: int) -> int:
+    """Query rows per float64 distance block of ``n_cols`` columns that fit in ``max_block_bytes``."""
+    return max(1, int(max_block_bytes // (8 * max(1, n_cols))))
 
 
 def knn_radii(feats: np.ndarray, k: int, max_block_bytes: int = BLOCK_BYTES) -> np.ndarray:
     """Distance of each row to its k-th nearest other row (N,): the radius of its k-NN ball."""
-    return nearest_neighbours(feats, feats, k, exclude_self=True, max_block_bytes=max_block_bytes)[0][:, -1]
+    block_rows = _block_rows(max_block_bytes, len(feats))
+    return nearest_neighbors(feats, feats, k, exclude_self=True, block_size=block_rows, exact=False).dist[:, -1]
 
 
 def prdc(real: np.ndarray, fake: np.ndarray, nearest_k: int = 3,
@@ -182,7 +152,7 @@ def prdc(real: np.ndarray, fake: np.ndarray, nearest_k: int = 3,
     balls_per_fake = np.zeros(len(f), dtype=np.int64)
     real_recalled = np.zeros(len(r), dtype=bool)
     real_covered = np.zeros(len(r), dtype=bool)
-    for start, block in distance_blocks(r, f, max_block_bytes):  # block (b, N_fake)
+    for start, block in distance_blocks(r, f, _block_rows(max_block_bytes, len(f))):  # block (b, N_fake)
         rad = r_rad[start:start + len(block), None]
         balls_per_fake += (block < rad).sum(axis=0)
         real_recalled[start:start + len(block)] = (block < f_rad[None, :]).any(axis=1)

@@ -1,5 +1,6 @@
-"""Unit tests of the anonymity audit: exact NN search, the copy rules on hand-made points, C_T and
-membership statistics on known cases, the report files, the filter and bad input."""
+"""Unit tests of the anonymity audit: pixel views, the copy rules on hand-made points, C_T and
+membership statistics on known cases, the report files, the filter and bad input (its nearest-neighbour
+search is tested in test_metrics_neighbors.py)."""
 
 from __future__ import annotations
 
@@ -9,16 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from scipy.spatial.distance import cdist
 
 from acneops import audit
 from acneops.audit import AuditConfig, filter_copies, run_audit, write_audit_report
-from acneops.audit.attacks import (
-    data_copying_ct,
-    mann_whitney_z,
-    membership_auc,
-    nearest_neighbors,
-)
+from acneops.audit.attacks import Z_LIMIT, data_copying_ct, mann_whitney_z, membership_auc
 from acneops.audit.copies import (
     ViewSpec,
     apply_view,
@@ -38,45 +33,7 @@ def _smooth_images(n: int, seed: int, size: int = 24) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(s).resize((size, size), Image.BICUBIC)) for s in small])
 
 
-# ----------------------------------------------------------------------------- nearest neighbours
-
-
-@pytest.mark.parametrize("block_size", [1, 7, 1000])
-@pytest.mark.parametrize("k", [1, 3])
-def test_chunked_nn_equals_brute_force(block_size: int, k: int) -> None:
-    rng = np.random.default_rng(0)
-    q, r = rng.normal(size=(53, 9)), rng.normal(size=(31, 9))
-    nn = nearest_neighbors(q, r, k=k, block_size=block_size)
-    d = cdist(q, r)
-    want_idx = np.argsort(d, axis=1, kind="stable")[:, :k]
-    np.testing.assert_array_equal(nn.idx, want_idx)
-    np.testing.assert_allclose(nn.dist, np.take_along_axis(d, want_idx, axis=1), rtol=1e-10, atol=1e-12)
-    assert (nn.view == 0).all()
-
-
-def test_nn_takes_the_closest_view_and_leave_one_out_excludes_every_view_of_self() -> None:
-    rng = np.random.default_rng(1)
-    q, r, r_alt = rng.normal(size=(40, 5)), rng.normal(size=(20, 5)), rng.normal(size=(20, 5))
-    nn = nearest_neighbors(q, r, k=2, ref_views=[r_alt], block_size=8)
-    d = np.minimum(cdist(q, r), cdist(q, r_alt))
-    want = np.argsort(d, axis=1, kind="stable")[:, :2]
-    np.testing.assert_array_equal(nn.idx, want)
-    np.testing.assert_allclose(nn.dist, np.take_along_axis(d, want, axis=1), rtol=1e-10)
-    view_want = (cdist(q, r_alt) < cdist(q, r))[np.arange(40), want[:, 0]].astype(int)
-    np.testing.assert_array_equal(nn.view[:, 0], view_want)
-
-    loo = nearest_neighbors(r, r, k=1, ref_views=[r], exclude_self=True, block_size=3)
-    d_rr = cdist(r, r)
-    np.fill_diagonal(d_rr, np.inf)
-    np.testing.assert_array_equal(loo.idx[:, 0], d_rr.argmin(axis=1))
-    assert (loo.idx[:, 0] != np.arange(20)).all()
-
-
-def test_exact_copies_have_distance_exactly_zero() -> None:
-    r = np.random.default_rng(2).normal(size=(10, 768)).astype(np.float32) * 30
-    nn = nearest_neighbors(r[3:5], r, k=2)
-    assert nn.dist[:, 0].tolist() == [0.0, 0.0]
-    assert nn.idx[:, 0].tolist() == [3, 4]
+# ----------------------------------------------------------------------------- views
 
 
 def test_pixel_views_identity_flip_and_crop_match_the_transformed_images() -> None:
@@ -170,16 +127,28 @@ def test_flipped_copy_matches_its_source_only_with_flip_checks() -> None:
 # ----------------------------------------------------------------------------- statistics
 
 
-def test_mann_whitney_z_matches_scipy_with_ties() -> None:
-    from scipy.stats import mannwhitneyu, norm
+@pytest.mark.parametrize("seed", [6, 7, 8])
+def test_mann_whitney_z_equals_the_hand_written_one_it_replaced(seed: int) -> None:
+    """scipy.stats.mannwhitneyu gives the z the hand-written rank sum of commit 95bc14d gave: ties, both signs."""
+    from legacy_oracles import mann_whitney_z as legacy_z
 
-    rng = np.random.default_rng(6)
-    x, y = rng.integers(0, 8, 40).astype(float), rng.integers(2, 10, 55).astype(float)
-    res = mannwhitneyu(x, y, alternative="two-sided", method="asymptotic", use_continuity=False)
-    z = mann_whitney_z(x, y)
-    assert abs(z) == pytest.approx(norm.isf(res.pvalue / 2), rel=1e-9)
-    assert np.sign(z) == np.sign(res.statistic - len(x) * len(y) / 2)
-    assert mann_whitney_z(np.ones(4), np.ones(5)) == 0.0
+    rng = np.random.default_rng(seed)
+    x, y = rng.integers(0, 8, 40).astype(float), rng.integers(2, 10, 55).astype(float)  # many ties, x smaller
+    assert mann_whitney_z(x, y) == pytest.approx(legacy_z(x, y), rel=1e-9) and mann_whitney_z(x, y) < 0
+    assert mann_whitney_z(y, x) == pytest.approx(legacy_z(y, x), rel=1e-9) and mann_whitney_z(y, x) > 0
+    a, b = rng.normal(size=300), rng.normal(0.3, size=200)  # continuous, the C_T distances' case
+    assert mann_whitney_z(a, b) == pytest.approx(legacy_z(a, b), rel=1e-9)
+    assert mann_whitney_z(np.ones(4), np.ones(5)) == 0.0 == legacy_z(np.ones(4), np.ones(5))
+    with pytest.raises(AcneopsError, match="non-empty"):
+        mann_whitney_z(np.array([]), y)
+
+
+def test_mann_whitney_z_saturates_where_the_normal_tail_underflows() -> None:
+    from legacy_oracles import mann_whitney_z as legacy_z
+
+    x, y = np.arange(3000.0), np.arange(3000.0) + 5000  # disjoint: the hand-written z is -94.9
+    assert legacy_z(x, y) < -Z_LIMIT
+    assert mann_whitney_z(x, y) == -Z_LIMIT and mann_whitney_z(y, x) == Z_LIMIT
 
 
 def test_ct_negative_for_copies_positive_for_underfitting_and_deterministic() -> None:

@@ -326,3 +326,32 @@ def test_exact_duplicate_keeps_the_copy_in_the_fixed_test_split(tmp_path):
     ingest.run(cfg)
     assert manifest(cfg)["images/copy.png"]["split"] == "test"
     assert quarantined(cfg)["images/mild_3.png"]["kind"] == "exact_duplicate"
+
+
+@pytest.mark.parametrize("chunk", [2048, 7])  # one block, and many blocks (the per-chunk compression)
+def test_near_duplicate_groups_equal_the_union_find_ids_ingest_wrote(monkeypatch, chunk):
+    """Parity with the hand-written union-find of commit 95bc14d: same group ids on 300 hashes with
+    planted chains (each link <= threshold bits, ends far apart), so manifests and DVC outputs do not change."""
+    from legacy_oracles import union_find_group_ids
+
+    from acneops.data import split
+    from acneops.data.records import Item
+
+    monkeypatch.setattr(split, "_CHUNK", chunk)
+    rng = np.random.default_rng(0)
+    hashes = [int(h) for h in rng.integers(0, 2**63, size=240, dtype=np.int64)]
+    for length in (2, 3, 5, 8, 12):  # chains: each member flips 3 fresh bits of the previous one
+        h, bits = hashes[int(rng.integers(len(hashes)))], rng.permutation(64)
+        for step in range(length):
+            h ^= sum(1 << int(b) for b in bits[3 * step % 60:3 * step % 60 + 3])
+            hashes.append(h)
+    names = [f"img_{int(i):04d}.png" for i in rng.permutation(len(hashes))]  # chain order != name order
+    phashes = [f"{h:016x}" for h in hashes]
+    shas = [f"{int(rng.integers(2**62)):016x}{i:048x}" for i in range(len(hashes))]
+    items = [Item(row=i + 2, image=n, label="mild", lesions="", source="x", fixed_split="",
+                  info={"phash": p, "sha256": s}) for i, (n, p, s) in enumerate(zip(names, phashes, shas))]
+    groups = split.near_duplicate_groups(list(reversed(items)), threshold=4)
+    want = union_find_group_ids(names, phashes, shas, threshold=4)
+    assert {it.image: it.group for it in items} == want
+    assert sorted(len(m) for m in groups.values())[-5:] == [3, 4, 6, 9, 13]  # chain + its random seed hash
+    assert all(m == sorted(m, key=lambda it: it.image) for m in groups.values())

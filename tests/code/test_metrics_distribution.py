@@ -121,20 +121,16 @@ def test_prdc_separates_shifted_sets():
     assert bad["precision"] < good["precision"] / 2 and bad["coverage"] < good["coverage"] / 2
 
 
-def test_nearest_neighbours_chunked_equals_brute_force():
+def test_knn_radii_are_the_kth_leave_one_out_distance():
+    """k-NN radii from the shared search (acneops.metrics.neighbors, tested there), 8 rows per block."""
     from scipy.spatial.distance import cdist
 
-    q, r = _gauss(37, 5, 0), _gauss(53, 5, 1)
-    full = cdist(q, r)
-    dist, idx = dm.nearest_neighbours(q, r, k=4, max_block_bytes=8 * 53 * 3)  # 3 rows per block
-    np.testing.assert_array_equal(idx, np.argsort(full, axis=1)[:, :4])
-    np.testing.assert_allclose(dist, np.sort(full, axis=1)[:, :4], rtol=1e-9, atol=1e-9)
+    r = _gauss(53, 5, 1)
     self_full = cdist(r, r) + np.diag(np.full(len(r), np.inf))
-    np.testing.assert_allclose(dm.knn_radii(r, 3, max_block_bytes=1000), np.sort(self_full, axis=1)[:, 2],
+    np.testing.assert_allclose(dm.knn_radii(r, 3, max_block_bytes=8 * 53 * 8), np.sort(self_full, axis=1)[:, 2],
                                rtol=1e-9)
-    dup = np.vstack([r, r[:1]])  # an exact duplicate is its twin's nearest neighbour, at distance 0
-    d1, i1 = dm.nearest_neighbours(dup, dup, k=1, exclude_self=True)
-    assert d1[0, 0] < 1e-6 and i1[0, 0] == len(r) and i1[-1, 0] == 0
+    dup = np.vstack([r, r[:1]])  # an exact duplicate is its twin's nearest neighbour, at distance ~0
+    assert dm.knn_radii(dup, 1)[0] < 1e-6
 
 
 def test_distribution_report_names_the_feature_space():
