@@ -62,15 +62,21 @@ def data_import_acne04(
     src: Path = typer.Argument(..., help="ACNE04 folder (JPEGImages/ and NNEW_*.txt)"),
     out: Path = typer.Argument(..., help="output folder (raw layout)"),
     fold: int = typer.Option(0, help="which NNEW_{trainval,test}_{fold}.txt split to import"),
+    skip_bad_lines: bool = typer.Option(
+        False, "--skip-bad-lines",
+        help="import the other lines when some list lines are malformed; the bad lines and the images they "
+             "name are left out and listed in OUT/import_report.json",
+    ),
     params: Path = PARAMS_OPT,
 ) -> None:
-    """Import the ACNE04 layout into the canonical raw layout."""
+    """Import the ACNE04 layout into the canonical raw layout (metadata stripped, pixels unchanged)."""
     try:
         from acneops.core.config import load_params
         from acneops.data import importers
         from acneops.stages.params import importers_config
 
-        result = importers.import_acne04(src, out, fold=fold, config=importers_config(load_params(params)))
+        result = importers.import_acne04(src, out, fold=fold, config=importers_config(load_params(params)),
+                                         skip_bad_lines=skip_bad_lines)
         typer.echo(result.summary())
     except AcneopsError as exc:
         _fail(exc)
@@ -81,7 +87,7 @@ def data_import_folders(
     src: Path = typer.Argument(..., help="folder with one sub-folder per class"),
     out: Path = typer.Argument(..., help="output folder (raw layout)"),
 ) -> None:
-    """Import a folder-per-class dataset (e.g. Healthy/Mild/... or mask/no_mask)."""
+    """Import a folder-per-class dataset (Healthy/Mild/..., mask/no_mask); metadata stripped, pixels unchanged."""
     try:
         from acneops.data import importers
 

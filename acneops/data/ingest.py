@@ -288,10 +288,32 @@ def write_outputs(cfg: IngestConfig, items: list[Item]) -> dict[str, int]:
 
 
 
+def mixed_label_groups(items: list[Item]) -> list[dict[str, Any]]:
+    """Near-duplicate groups whose members carry different labels: label noise a person must look at.
+
+    Each group is kept whole in one split (majority label decides its stratum), so nothing is dropped;
+    the list says which images disagree: [{group, labels, images: [{image, label, split}]}]."""
+    members: dict[str, list[Item]] = {}
+    for it in items:
+        members.setdefault(it.group, []).append(it)
+    return [{"group": g, "labels": sorted({m.label for m in ms}),
+             "images": [{"image": m.image, "label": m.label, "split": m.split}
+                        for m in sorted(ms, key=lambda m: m.image)]}
+            for g, ms in sorted(members.items()) if len({m.label for m in ms}) > 1]
+
+
+def describe_mixed(groups: list[dict[str, Any]], limit: int = 5) -> str:
+    """One message naming each mixed-label group's images and labels (the first ``limit`` groups)."""
+    shown = "; ".join(", ".join(f"{m['image']} ({m['label']})" for m in g["images"]) for g in groups[:limit])
+    more = f"; ... and {len(groups) - limit} more group(s)" if len(groups) > limit else ""
+    return (f"{len(groups)} near-duplicate group(s) with different labels (label noise: check and fix the labels, "
+            f"all listed in groups_with_mixed_labels of the ingest report): {shown}{more}")
+
+
 def write_report(cfg: IngestConfig, quarantine: Quarantine, items: list[Item], base: dict[str, Any]) -> None:
-    """reports/ingest.json: counts, near-duplicate groups and every quarantined row with its reason."""
+    """reports/ingest.json: counts, near-duplicate groups (mixed-label ones in full) and every quarantined row."""
     groups = Counter(it.group for it in items)
-    mixed = sorted(g for g in groups if len({it.label for it in items if it.group == g}) > 1)
+    mixed = mixed_label_groups(items)
     write_json(cfg.report_path, {
         **base,
         "usable": len(items),

@@ -18,6 +18,7 @@ Ingest writes no images (re-encoding ACNE04's 3112x3456 JPEGs would cost GBs); `
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,9 @@ from acneops.core.errors import StageError
 from acneops.data.ingest import (
     IngestConfig,
     Quarantine,
+    describe_mixed,
     load_items,
+    mixed_label_groups,
     unlisted_files,
     write_outputs,
     write_report,
@@ -52,11 +55,13 @@ class IngestResult:
     rows: int  # data rows in labels.csv
     split_counts: dict[str, int]  # usable images per split
     quarantined: dict[str, int]  # quarantined rows per kind
+    mixed_label_groups: tuple[dict[str, Any], ...] = ()  # near-duplicate groups whose labels disagree
 
     def summary(self) -> str:
         splits = ", ".join(f"{k} {v}" for k, v in self.split_counts.items())
         bad = ", ".join(f"{k} {v}" for k, v in sorted(self.quarantined.items())) or "none"
-        return f"ingest: {self.rows} rows -> {splits}; quarantined: {bad}; report {self.report_path}"
+        text = f"ingest: {self.rows} rows -> {splits}; quarantined: {bad}; report {self.report_path}"
+        return text + ("\nwarning: " + describe_mixed(list(self.mixed_label_groups)) if self.mixed_label_groups else "")
 
 
 def run(cfg: IngestConfig) -> IngestResult:
@@ -83,6 +88,9 @@ def run(cfg: IngestConfig) -> IngestResult:
     if len(items) + len(quarantine.entries) != n_rows:  # a row lost between the checks would be a silent skip
         raise StageError(f"ingest: {n_rows} rows in labels.csv but {len(items)} usable + {len(quarantine.entries)} "
                          "quarantined; this is a bug in acneops, please report it with reports/ingest.json")
+    mixed = mixed_label_groups(items)
+    if mixed:
+        warnings.warn(describe_mixed(mixed), stacklevel=2)
     return IngestResult(cfg.out_dir / "manifest.csv", cfg.out_dir / "contract.json", cfg.report_path,
-                        n_rows, split_counts, quarantine.counts())
+                        n_rows, split_counts, quarantine.counts(), tuple(mixed))
 

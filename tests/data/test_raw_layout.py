@@ -1,4 +1,7 @@
-"""Data contract of the raw layout (OUT/images/* + OUT/labels.csv) that ingest reads.
+"""Data contract of the raw layout (OUT/images/* + OUT/labels.csv [+ OUT/import_report.json]) that ingest reads.
+
+Every image in it is free of metadata (stripping it again changes nothing: no GPS, no comments, at most the
+EXIF orientation), because data/ is versioned and pushed.
 
 Checked on a freshly generated phantom set of both tasks, on an ACNE04-style import, and on the
 repository's own data/ folder when it exists (the default dataset tracked by data.dvc).
@@ -11,11 +14,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from acneops.core.io import read_csv
+from acneops.core.io import read_csv, read_json
 from acneops.data import importers, phantom
+from acneops.data.metadata import UnsupportedImage, strip_metadata
 from acneops.stages.params import phantom_config
 
 HEADER = ["image", "label", "lesions", "source", "split"]
+TOP_LEVEL = {"images", "labels.csv", "import_report.json"}
 SOURCES = {"phantom-hr", "phantom-web", "acne04", "folders"}
 REPO_DATA = Path(__file__).resolve().parents[2] / "data"
 
@@ -48,7 +53,20 @@ def raw_layout_problems(folder: Path, classes: set[str]) -> list[str]:
             problems.append(f"row {i}: split {r['split']!r} invalid")
     on_disk = {p.relative_to(folder).as_posix() for p in (folder / "images").rglob("*") if p.is_file()}
     problems += [f"{name}: file not in labels.csv" for name in sorted(on_disk - seen)]
+    top = {p.name for p in folder.iterdir()}
+    problems += [f"{name}: unexpected top-level entry" for name in sorted(top - TOP_LEVEL)]
+    problems += [f"{name}: carries metadata" for name in sorted(on_disk) if _has_metadata(folder / name)]
+    if (folder / "import_report.json").is_file() and read_json(folder / "import_report.json")["images"] != len(rows):
+        problems.append("import_report.json: image count differs from labels.csv")
     return problems
+
+
+def _has_metadata(path: Path) -> bool:
+    data = path.read_bytes()
+    try:
+        return strip_metadata(data).data != data
+    except UnsupportedImage:
+        return False  # not an image at all: ingest quarantines it (this contract is about metadata)
 
 
 @pytest.mark.parametrize("task", ["acne", "mask"])
@@ -66,12 +84,15 @@ def test_phantom_raw_layout(tmp_path, task):
 def test_import_raw_layout(tmp_path):
     src = tmp_path / "acne04"
     (src / "JPEGImages").mkdir(parents=True)
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0112] = "ClinicCam", 6
     for name in ("levle0_1.jpg", "levle2_1.jpg"):
-        Image.new("RGB", (8, 8), (180, 90, 80)).save(src / "JPEGImages" / name)
+        Image.new("RGB", (8, 8), (180, 90, 80)).save(src / "JPEGImages" / name, exif=exif, comment="patient 0042")
     (src / "NNEW_trainval_0.txt").write_text("levle0_1.jpg 0 4\n")
     (src / "NNEW_test_0.txt").write_text("levle2_1.jpg 2 30\n")
     importers.import_acne04(src, tmp_path / "raw")
     assert raw_layout_problems(tmp_path / "raw", {"mild", "moderate", "severe"}) == []
+    assert _has_metadata(src / "JPEGImages" / "levle0_1.jpg")  # the source had some: the check can fail
 
 
 def test_contract_check_catches_broken_layouts(tmp_path):
@@ -92,6 +113,16 @@ def test_contract_check_catches_broken_layouts(tmp_path):
     for kind, text in breaks.items():
         labels.write_text(text)
         assert raw_layout_problems(tmp_path / "raw", set(cfg.classes)), kind
+    labels.write_text(good)
+    assert raw_layout_problems(tmp_path / "raw", set(cfg.classes)) == []
+    first = tmp_path / "raw" / lines[1].split(",")[0]
+    exif = Image.Exif()
+    exif[0x010F] = "ClinicCam"
+    Image.open(first).save(first, format="PNG", exif=exif)
+    assert raw_layout_problems(tmp_path / "raw", set(cfg.classes)) == [f"{lines[1].split(',')[0]}: carries metadata"]
+    Image.open(first).save(first, format="PNG")
+    (tmp_path / "raw" / "notes.txt").write_text("patient list")
+    assert raw_layout_problems(tmp_path / "raw", set(cfg.classes)) == ["notes.txt: unexpected top-level entry"]
 
 
 @pytest.mark.skipif(not (REPO_DATA / "labels.csv").is_file(), reason="no data/ in this checkout (dvc pull or acneops repro)")
