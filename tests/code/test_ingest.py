@@ -9,8 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
+from typer.testing import CliRunner
 
+from acneops.cli import app
 from acneops.core.config import ConfigError
 from acneops.core.errors import StageError
 from acneops.core.io import read_csv, read_json
@@ -355,3 +358,30 @@ def test_near_duplicate_groups_equal_the_union_find_ids_ingest_wrote(monkeypatch
     assert {it.image: it.group for it in items} == want
     assert sorted(len(m) for m in groups.values())[-5:] == [3, 4, 6, 9, 13]  # chain + its random seed hash
     assert all(m == sorted(m, key=lambda it: it.image) for m in groups.values())
+
+
+def test_near_duplicates_with_different_labels_are_reported_through_the_cli(tmp_path):
+    """Label noise: a re-encoded copy of a moderate photo labelled severe is kept, grouped and shown to the user."""
+    data = tmp_path / "data"
+    rows = base_rows(data)
+    Image.open(data / "images/moderate_3.png").convert("RGB").save(data / "images/relabelled.jpg", quality=80)
+    write_labels(data, rows + [["images/relabelled.jpg", "severe", "", "x", ""]])
+    cfg = make_cfg(tmp_path)
+    params = {"ingest": {"data_dir": str(data), "out_dir": str(cfg.out_dir), "report_path": str(cfg.report_path),
+                         "classes": list(CLASSES), "min_size": 16, "workers": 1}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.warns(UserWarning, match=r"1 near-duplicate group\(s\) with different labels"):
+        res = CliRunner().invoke(app, ["run", "ingest", "--params", str(tmp_path / "params.yaml")])
+    assert res.exit_code == 0, res.output
+    assert "warning: 1 near-duplicate group(s) with different labels" in res.output
+    assert "images/moderate_3.png (moderate), images/relabelled.jpg (severe)" in res.output
+    m = manifest(cfg)
+    group = m["images/moderate_3.png"]["group"]
+    assert m["images/relabelled.jpg"]["group"] == group  # kept, grouped, in one split
+    assert m["images/relabelled.jpg"]["split"] == m["images/moderate_3.png"]["split"]
+    assert read_json(cfg.report_path)["groups_with_mixed_labels"] == [{
+        "group": group, "labels": ["moderate", "severe"],
+        "images": [{"image": name, "label": label, "split": m[name]["split"]}
+                   for name, label in (("images/moderate_3.png", "moderate"), ("images/relabelled.jpg", "severe"))]}]
+    clean = run_with_extra(tmp_path / "clean", [])  # and a clean set reports none
+    assert read_json(clean.report_path)["groups_with_mixed_labels"] == []
