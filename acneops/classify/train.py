@@ -216,9 +216,11 @@ def _epoch(s: Session, epoch: int, best: dict[str, Any], mlrun: Any) -> dict[str
         best = {"epoch": epoch, "score": score}
         save_checkpoint(s.out / "best.pt", s.model, **common)
     append_jsonl(s.out / "history.jsonl", record)
+    # metrics before last.pt: a kill between the two repeats this epoch's (identical) metrics on resume
+    # instead of leaving a gap in the run's history
+    mlrun.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=epoch)
     save_checkpoint(s.out / "last.pt", s.model, **common, optim=s.opt.state_dict(), best=best,
                     rng={"torch": torch.get_rng_state(), "loader": s.gen.get_state()}, mlflow_run_id=mlrun.run_id)
-    mlrun.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=epoch)
     tqdm.write(f"{cfg.name} epoch {epoch}: loss {train_loss:.4f} train acc {train_acc:.3f} "
                f"val acc {record['val_acc']:.3f} val macro-F1 {record['val_macro_f1']:.3f}")
     return best

@@ -32,6 +32,10 @@ from acneops.core.config import (
     to_dict,
 )
 
+# acneops.stages.run_stage: the training loop (acneops.classify.train.fit) opens its own MLflow run, logs per
+# epoch and resumes that run after a kill (its id is in last.pt); run_stage must not open a second one.
+TRACKS_ITSELF = True
+
 
 def config_from_params(params: dict[str, Any], name: str | None) -> TrainClassifierConfig:
     """The config of run ``name``: section defaults overridden by ``runs[name]``."""

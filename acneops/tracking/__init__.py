@@ -7,11 +7,17 @@ temporary copy under ``dvc exp run --temp`` and the run would be lost). Artifact
 store go next to the database, in ``mlartifacts/``, for the same reason.
 
 Run lifecycle (what a person reading the MLflow UI can rely on):
+- one stage execution is one run: a stage whose training loop opens its own run (to log per epoch and to
+  resume it) sets ``TRACKS_ITSELF`` so acneops.stages.run_stage does not open a second; opening a run of
+  a stage and name this process already has open is an error, not a second run;
 - a resumed training passes the ``run_id`` stored in its checkpoint and continues the same run;
-- the run ends FINISHED on success and FAILED on an exception, Ctrl-C or SIGTERM;
+- the run ends FINISHED on success and FAILED on an exception, Ctrl-C, SIGTERM or :meth:`Run.fail`;
 - a run killed without a chance to clean up (SIGKILL, power loss) stays RUNNING until the next new
-  (non-resume) run of the same stage and name starts, which marks it FAILED;
-- with ``ACNEOPS_PARENT_RUN_ID`` set (the pipeline flow sets it) the run is nested under that run;
+  (non-resume) run of the same stage and name starts, which marks it FAILED; a run whose process is
+  still alive on this host (tags ``acneops.host``/``acneops.pid``) is left alone;
+- with ``ACNEOPS_PARENT_RUN_ID`` set the run is nested under that run: :func:`parent_run` sets it for
+  its block, so every ``acneops repro`` (the ``dvc repro`` wrapper) and every Prefect pipeline flow run
+  is one parent run with its stage runs nested under it;
 - every open (new or resumed) sets the lineage tags of acneops.tracking.lineage (git commit, data md5,
   config hash, sha256 of named inputs).
 
@@ -23,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -33,7 +40,12 @@ PARENT_RUN_ENV = "ACNEOPS_PARENT_RUN_ID"
 STAGE_TAG = "acneops.stage"
 NAME_TAG = "acneops.name"
 PARENT_TAG = "mlflow.parentRunId"
+HOST_TAG = "acneops.host"  # hostname of the process that holds the run open
+PID_TAG = "acneops.pid"  # its process id (a live process's RUNNING run is never marked killed)
 MAX_PARAM_CHARS = 6000  # MLflow's limit on one param value
+
+_OPEN: dict[tuple[str, str], str] = {}  # (stage, name) -> id of the run this process holds open
+_OPEN_LOCK = threading.Lock()
 
 
 def repo_root(start: str | Path | None = None) -> Path:
@@ -80,6 +92,13 @@ class Run:
     def __init__(self, client: Any, run_id: str):
         self._client = client
         self.run_id = run_id
+        self.failure: str | None = None  # set by fail(): the run ends FAILED without an exception
+
+    def fail(self, reason: str) -> None:
+        """End the run FAILED when its block exits (for an outcome that is not an exception, such as a
+        subprocess's non-zero exit status); ``reason`` goes to tag ``acneops.failure``."""
+        self.failure = reason
+        self.set_tags({"acneops.failure": reason})
 
     def log_params(self, params: dict[str, Any]) -> None:
         """Log (nested) params. On a resumed run a key already logged with another value cannot be
@@ -136,6 +155,9 @@ class NullRun(Run):
     def set_tags(self, tags: dict[str, Any]) -> None:
         pass
 
+    def fail(self, reason: str) -> None:
+        self.failure = reason
+
 
 def _experiment_id(client: Any, uri: str, experiment: str) -> str:
     found = client.get_experiment_by_name(experiment)
@@ -150,13 +172,28 @@ def _experiment_id(client: Any, uri: str, experiment: str) -> str:
         return found.experiment_id
 
 
+def _process_alive(tags: dict[str, str]) -> bool:
+    """True when the run's tags name a process on this host that still exists (unknown: False)."""
+    if tags.get(HOST_TAG) != socket.gethostname() or not tags.get(PID_TAG, "").isdigit():
+        return False
+    try:
+        os.kill(int(tags[PID_TAG]), 0)  # signal 0: existence check only
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by another user
+    return True
+
+
 def fail_stale_runs(client: Any, experiment_id: str, stage: str, name: str | None) -> list[str]:
-    """Mark FAILED every run of ``stage``/``name`` still RUNNING (its process was killed); return their ids."""
+    """Mark FAILED every run of ``stage``/``name`` still RUNNING whose process is gone (killed without
+    cleaning up); return their ids. A run held by a live process on this host is left RUNNING."""
     filter_string = (
         f"tags.`{STAGE_TAG}` = '{stage}' and tags.`{NAME_TAG}` = '{name or ''}' "
         "and attributes.status = 'RUNNING'"
     )
-    stale = client.search_runs([experiment_id], filter_string=filter_string, max_results=1000)
+    running = client.search_runs([experiment_id], filter_string=filter_string, max_results=1000)
+    stale = [run for run in running if not _process_alive(run.data.tags)]
     for run in stale:
         client.set_tag(run.info.run_id, "acneops.failure", "left RUNNING by a killed process")
         client.set_terminated(run.info.run_id, status="FAILED")
@@ -176,13 +213,36 @@ def _open_run(client: Any, experiment_id: str, stage: str, name: str | None,
         except MlflowException:
             tags = {**tags, "acneops.resume_missing_run": run_id}  # store changed: start afresh, say so
     fail_stale_runs(client, experiment_id, stage, name)
-    all_tags = {STAGE_TAG: stage, NAME_TAG: name or "", **tags}
+    all_tags = {STAGE_TAG: stage, NAME_TAG: name or "", **_process_tags(), **tags}
     parent = os.environ.get(PARENT_RUN_ENV, "").strip()
     if parent:
         all_tags[PARENT_TAG] = parent
     run_name = f"{stage}@{name}" if name else stage
     run = client.create_run(experiment_id, tags={k: str(v) for k, v in all_tags.items()}, run_name=run_name)
     return run.info.run_id, False
+
+
+def _process_tags() -> dict[str, str]:
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+
+
+@contextlib.contextmanager
+def _held(stage: str, name: str | None) -> Iterator[None]:
+    """Register (stage, name) as open in this process for the block; a second open is a bug, not a run."""
+    key = (stage, name or "")
+    with _OPEN_LOCK:
+        if key in _OPEN:
+            label = f"{stage}@{name}" if name else stage
+            raise RuntimeError(
+                f"an MLflow run of {label} (id {_OPEN[key] or 'being created'}) is already open in this process; "
+                "a stage whose code opens its own run must set TRACKS_ITSELF = True so that "
+                "acneops.stages.run_stage does not open another")
+        _OPEN[key] = ""
+    try:
+        yield
+    finally:
+        with _OPEN_LOCK:
+            _OPEN.pop(key, None)
 
 
 @contextlib.contextmanager
@@ -214,23 +274,44 @@ def start_run(
     """Open (or resume) the MLflow run of one stage execution and log ``config`` as its params.
 
     Ends FINISHED when the block completes, FAILED when it raises (including KeyboardInterrupt and
-    SIGTERM, which is turned into SystemExit while the block runs). A resumed run keeps its id.
+    SIGTERM, which is turned into SystemExit while the block runs) or called ``run.fail(reason)``.
+    A resumed run keeps its id. Opening a second run of the same stage and name while this one is open
+    (in this process) raises RuntimeError.
     """
     from mlflow import MlflowClient
 
     uri = tracking_uri()
     client = MlflowClient(tracking_uri=uri)
-    experiment_id = _experiment_id(client, uri, experiment)
-    opened_id, resumed = _open_run(client, experiment_id, stage, name, run_id, dict(tags or {}))
-    run = Run(client, opened_id)
-    status = "FAILED"
-    try:
-        with _sigterm_as_exit():
-            from acneops.tracking.lineage import lineage_tags
+    with _held(stage, name):
+        experiment_id = _experiment_id(client, uri, experiment)
+        opened_id, resumed = _open_run(client, experiment_id, stage, name, run_id, dict(tags or {}))
+        _OPEN[(stage, name or "")] = opened_id
+        run = Run(client, opened_id)
+        status = "FAILED"
+        try:
+            with _sigterm_as_exit():
+                from acneops.tracking.lineage import lineage_tags
 
-            run.set_tags({"acneops.resumed": resumed, **lineage_tags(repo_root(), stage, name, config)})
-            run.log_params(config)
-            yield run
-        status = "FINISHED"
+                run.set_tags({"acneops.resumed": resumed, **_process_tags(),
+                              **lineage_tags(repo_root(), stage, name, config)})
+                run.log_params(config)
+                yield run
+            status = "FAILED" if run.failure else "FINISHED"
+        finally:
+            client.set_terminated(opened_id, status=status)
+
+
+@contextlib.contextmanager
+def parent_run(run: Run) -> Iterator[str]:
+    """Nest every run opened in the block, and in processes started from it, under ``run``: sets
+    ``ACNEOPS_PARENT_RUN_ID`` in this process's environment (inherited by subprocesses such as ``dvc repro``
+    and its stages) and restores the previous value afterwards. Yields the parent's run id."""
+    previous = os.environ.get(PARENT_RUN_ENV)
+    os.environ[PARENT_RUN_ENV] = run.run_id
+    try:
+        yield run.run_id
     finally:
-        client.set_terminated(opened_id, status=status)
+        if previous is None:
+            os.environ.pop(PARENT_RUN_ENV, None)
+        else:
+            os.environ[PARENT_RUN_ENV] = previous

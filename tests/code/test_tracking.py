@@ -144,6 +144,67 @@ def test_nested_under_parent_run(uri, monkeypatch):
     assert _client(uri).get_run(parent.run_id).info.status == "FINISHED"
 
 
+def test_second_run_of_a_stage_open_in_this_process_is_an_error(uri):
+    """The bug run_stage had with train_classifier: a wrapper run and the loop's own run of the same stage."""
+    with pytest.raises(RuntimeError, match="already open in this process.*TRACKS_ITSELF"):
+        with tracking.start_run("train_classifier", "twice", {}) as outer:
+            with tracking.start_run("train_classifier", "twice", {}):
+                pass
+    client = _client(uri)
+    runs = client.search_runs([client.get_experiment_by_name("acneops").experiment_id],
+                              filter_string="tags.`acneops.name` = 'twice'")
+    assert [r.info.run_id for r in runs] == [outer.run_id] and runs[0].info.status == "FAILED"
+    with tracking.start_run("train_classifier", "twice", {}) as again:  # closed runs free the name
+        pass
+    assert _client(uri).get_run(again.run_id).info.status == "FINISHED"
+
+
+def test_running_run_of_a_live_process_is_not_marked_killed(uri):
+    """Only a run whose process is gone is 'left RUNNING by a killed process'."""
+    code = textwrap.dedent(
+        """
+        import sys
+        from acneops import tracking
+        with tracking.start_run("train_gan", "live", {}) as run:
+            print(run.run_id, flush=True)
+            sys.stdin.read()  # hold the run open until the test closes stdin
+        """
+    )
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(REPO)}
+    child = subprocess.Popen([sys.executable, "-c", code], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True)
+    try:
+        live_id = child.stdout.readline().strip()
+        assert live_id, "the child process opened no run"
+        with tracking.start_run("train_gan", "live", {}) as mine:
+            pass
+        live = _client(uri).get_run(live_id)
+        assert live.info.status == "RUNNING" and "acneops.failure" not in live.data.tags
+        assert live.data.tags["acneops.pid"] == str(child.pid)
+    finally:
+        child.communicate("", timeout=300)
+    assert child.returncode == 0
+    assert _client(uri).get_run(live_id).info.status == "FINISHED"
+    assert _client(uri).get_run(mine.run_id).info.status == "FINISHED"
+
+
+def test_fail_ends_the_run_failed_and_parent_run_sets_then_restores_the_env(uri, monkeypatch):
+    with tracking.start_run("repro", None, {}) as parent:
+        with tracking.parent_run(parent) as parent_id:
+            assert os.environ["ACNEOPS_PARENT_RUN_ID"] == parent_id == parent.run_id
+            with tracking.start_run("ingest", None, {}) as child:
+                pass
+        assert "ACNEOPS_PARENT_RUN_ID" not in os.environ
+        parent.fail("dvc repro exited with status 1")
+    got = _client(uri).get_run(parent.run_id)
+    assert got.info.status == "FAILED" and got.data.tags["acneops.failure"] == "dvc repro exited with status 1"
+    assert _client(uri).get_run(child.run_id).data.tags["mlflow.parentRunId"] == parent.run_id
+    monkeypatch.setenv("ACNEOPS_PARENT_RUN_ID", "outer")
+    with tracking.parent_run(parent):
+        pass
+    assert os.environ["ACNEOPS_PARENT_RUN_ID"] == "outer"
+
+
 def test_importing_tracking_does_not_import_mlflow():
     code = "import sys, acneops.tracking; sys.exit('mlflow' in sys.modules)"
     env = {**os.environ, "PYTHONPATH": str(REPO)}

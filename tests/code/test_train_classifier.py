@@ -6,6 +6,11 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +24,7 @@ from acneops.core.errors import AcneopsError
 from acneops.stages import train_classifier
 from acneops.stages.train_classifier import config_from_params
 
+REPO = Path(__file__).resolve().parents[2]
 COLOURS = {"healthy": (200, 60, 60), "mild": (60, 200, 60), "moderate": (60, 60, 200), "severe": (200, 200, 60)}
 SIZE = 32  # px, network input in these tests
 
@@ -226,11 +232,73 @@ def test_synthetic_manifest_with_class_column_is_read(data, tmp_path):
                                                          ("000.png", "severe"), ("001.png", "severe")]
 
 
-def test_stage_runs_from_a_params_file(data, tmp_path, monkeypatch):
-    """The path DVC takes: params.yaml -> acneops.stages.run_stage('train_classifier', name)."""
+def _stage_runs(uri: str, name: str) -> list:
+    """Every MLflow run of train_classifier@``name`` in the store at ``uri``."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("acneops")
+    return client.search_runs([experiment.experiment_id], filter_string=(
+        f"tags.`acneops.stage` = 'train_classifier' and tags.`acneops.name` = '{name}'")) if experiment else []
+
+
+def test_stage_runs_from_a_params_file_as_one_finished_mlflow_run(data, tmp_path, monkeypatch):
+    """The path DVC takes: params.yaml -> acneops.stages.run_stage('train_classifier', name). The training
+    loop's own run is the only run (run_stage opened a second one and the loop marked it 'killed')."""
+    from mlflow import MlflowClient
+
     from acneops.stages import run_stage
 
+    uri = f"sqlite:///{tmp_path / 'own.db'}"  # a store of its own: exactly one run must be in it
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(params_for(data, tmp_path, epochs=1)))
+    path.write_text(yaml.safe_dump(params_for(data, tmp_path, epochs=2)))
     result = run_stage("train_classifier", "real", path)
-    assert (tmp_path / "real" / "best.pt").is_file() and result.best_epoch == 1
+    assert (tmp_path / "real" / "best.pt").is_file() and result.best_epoch in (1, 2)
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("acneops").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED", [(r.info.run_name, r.info.status) for r in runs]
+    run = runs[0]
+    assert run.info.run_name == "train_classifier@real" and "acneops.failure" not in run.data.tags
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")] == [1, 2]
+    assert run.data.metrics["best_val_acc"] == pytest.approx(result.val["accuracy"])
+    assert run.data.metrics["best_epoch"] == result.best_epoch
+    assert run.data.params["epochs"] == "2"
+
+
+def test_killed_cli_run_resumes_to_uninterrupted_weights_in_one_mlflow_run(data, tmp_path, mlflow_uri):
+    """`acneops run train_classifier` killed with SIGKILL after its first epoch's checkpoint, then run again
+    (through run_stage, the function the command calls): the weights and history of an uninterrupted run, and
+    one MLflow run, resumed and FINISHED, holding every epoch's metrics."""
+    from mlflow import MlflowClient
+
+    from acneops.stages import run_stage
+
+    epochs = 3  # the first last.pt appears seconds before the run would end (each epoch writes ~130 MB)
+    params = params_for(data, tmp_path, epochs=epochs, keep_last=True)
+    params["train_classifier"]["runs"]["resumable"] = {}  # a run name of its own in the module's store
+    train_classifier.run(config_from_params(params_for(data, tmp_path / "full", epochs=epochs, keep_last=True), "real"))
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    cmd = [sys.executable, "-m", "acneops", "run", "train_classifier", "--name", "resumable", "--params", str(path)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    last = tmp_path / "resumable" / "last.pt"
+    deadline = time.time() + 120
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert last.exists(), proc.stderr.read().decode()[-2000:]
+    assert torch.load(last, weights_only=True)["epoch"] < epochs
+    assert [r.info.status for r in _stage_runs(mlflow_uri, "resumable")] == ["RUNNING"]  # killed: no clean-up
+    assert run_stage("train_classifier", "resumable", path).epochs_run < epochs
+    a = torch.load(tmp_path / "full" / "real" / "last.pt", weights_only=True)
+    b = torch.load(last, weights_only=True)
+    assert b["epoch"] == epochs and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    history = [json.loads(x)["epoch"] for x in (last.parent / "history.jsonl").read_text().splitlines()]
+    assert history == list(range(1, epochs + 1))
+    runs = _stage_runs(mlflow_uri, "resumable")
+    assert [(r.info.status, r.data.tags["acneops.resumed"]) for r in runs] == [("FINISHED", "True")]
+    history = MlflowClient(tracking_uri=mlflow_uri).get_metric_history(runs[0].info.run_id, "val_acc")
+    assert {m.step for m in history} == set(range(1, epochs + 1))
