@@ -23,6 +23,7 @@ from acneops.audit.attacks import (
     nearest_neighbors,
 )
 from acneops.core.errors import AcneopsError
+from acneops.data.decode import read_rgb
 
 # crop anchors (fy, fx) as fractions of the free margin: 0 = top/left, 1 = bottom/right
 CROP_ANCHORS = {
@@ -85,20 +86,9 @@ def as_images(x: Any, what: str) -> list[Path] | np.ndarray:
     return paths
 
 
-def load_rgb(path: Path) -> np.ndarray:
-    """One image file as uint8 (H, W, 3); an unreadable file is an AcneopsError naming it."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except (OSError, UnidentifiedImageError) as exc:
-        raise AcneopsError(f"{path}: cannot read image ({exc}); remove or replace the file") from exc
-
-
 def image_at(images: list[Path] | np.ndarray, i: int) -> np.ndarray:
     """Image ``i`` of a validated set as uint8 (H, W, 3)."""
-    return images[i] if isinstance(images, np.ndarray) else load_rgb(images[i])
+    return images[i] if isinstance(images, np.ndarray) else np.asarray(read_rgb(images[i]))
 
 
 def apply_view(image: np.ndarray, spec: ViewSpec, size: int | None = None) -> np.ndarray:

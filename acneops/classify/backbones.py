@@ -28,8 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from acneops.core.checkpoint import load_checkpoint
+from acneops.core.checkpoint import save_checkpoint as write_checkpoint
 from acneops.core.errors import AcneopsError
-from acneops.core.io import atomic_path
 
 HUB_PROBE_TIMEOUT_S = 3.0  # seconds to wait for a TCP connection to the hub before calling it offline
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # file names of timm weights on the hub
@@ -219,28 +220,23 @@ def load_backbone_weights(model: nn.Module, path: Path, arch: str) -> None:
     model.load_state_dict(source, strict=False)
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, model_args: dict[str, Any], **extra: Any) -> None:
-    """Write a self-describing checkpoint atomically: {'model', 'model_args', **extra}.
+def save_checkpoint(path: str | Path, model: nn.Module, model_args: dict[str, Any], epoch: int = 0,
+                    config: dict[str, Any] | None = None, **extra: Any) -> str:
+    """Write a classifier checkpoint (kind ``classifier`` of :mod:`acneops.core.checkpoint`) atomically.
 
-    ``extra`` holds 'epoch', 'config', 'metrics' and, for resume, 'optim' and 'rng'.
+    ``family`` is the timm architecture, ``step`` (and ``epoch``) the epochs trained; ``extra`` holds 'metrics'
+    and, for resume, 'optim', 'rng', 'best'. Returns the file's sha256.
     """
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        torch.save({"model": state, "model_args": dict(model_args), **extra}, tmp)
+    return write_checkpoint(path, "classifier", {
+        "model": state, "model_args": dict(model_args), "family": model_args["arch"], "step": int(epoch),
+        "epoch": int(epoch), "config": dict(config or {}), **extra})
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint dict at ``path`` (tensors and plain Python data; nothing executable is unpickled)."""
-    path = Path(path)
-    if not path.is_file():
-        raise AcneopsError(f"{path}: classifier checkpoint not found; run `dvc repro train_classifier` first")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain data only
-    except Exception as exc:
-        raise AcneopsError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_args" not in ckpt:
-        raise AcneopsError(f"{path}: not an acneops classifier checkpoint (needs 'model' and 'model_args')")
-    return ckpt
+    """The classifier checkpoint dict at ``path`` (tensors and plain Python data; nothing executable is
+    unpickled); a missing or wrong file is an AcneopsError naming it and the fix."""
+    return load_checkpoint(path, "classifier")
 
 
 def load_classifier(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -267,7 +263,8 @@ def predict(
 
     Images are resized to ``model_args['img_size']`` and normalised exactly as in validation.
     """
-    from acneops.classify.data import eval_transform, load_rgb
+    from acneops.classify.data import eval_transform
+    from acneops.data.decode import read_rgb
 
     tf = eval_transform(model_args["img_size"], model_args["mean"], model_args["std"])
     is_array = isinstance(images, np.ndarray)
@@ -281,7 +278,7 @@ def predict(
     with torch.inference_mode():
         for start in range(0, n, batch):
             chunk = images[start : start + batch]
-            pil = [_to_pil(x) for x in chunk] if is_array else [load_rgb(Path(p)) for p in chunk]
+            pil = [_to_pil(x) for x in chunk] if is_array else [read_rgb(p) for p in chunk]
             x = torch.stack([tf(im) for im in pil]).to(device)  # (B, 3, S, S)
             probs[start : start + len(pil)] = torch.softmax(model(x).float(), dim=1).cpu().numpy()
     model.train(was_training)

@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 from acneops.core.errors import StageError
 from acneops.core.io import read_csv
 from acneops.data.access import MANIFEST, load_split
+from acneops.data.decode import read_rgb
 
 SYNTHETIC_MANIFEST = "manifest.csv"  # <synthetic_dir>/manifest.csv, columns file,label (or class)
 
@@ -120,17 +121,6 @@ def holdout_split(items: Sequence[Item], fraction: float, seed: int) -> tuple[li
     return train, held
 
 
-def load_rgb(path: Path) -> Any:
-    """Open an image file as an RGB PIL image, or a StageError naming the file."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except (OSError, UnidentifiedImageError) as exc:
-        raise StageError(f"{path}: cannot read image ({exc}); remove or regenerate it") from exc
-
-
 def eval_transform(img_size: int, mean: Sequence[float], std: Sequence[float]) -> Callable[[Any], Any]:
     """PIL RGB -> normalised tensor (3, S, S): resize to ``img_size`` px, scale, normalise."""
     from torchvision import transforms as T
@@ -179,4 +169,4 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[Any, int]:
         item = self.items[i]
-        return self.transform(load_rgb(item.path)), self.index[item.label]
+        return self.transform(read_rgb(item.path, fix="remove or regenerate it")), self.index[item.label]

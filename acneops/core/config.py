@@ -142,6 +142,26 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return {f.name: plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
 
 
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts -> ``{'a.b.c': leaf}`` (keys joined with '.'; every non-dict value is a leaf, kept as is).
+
+    MLflow params take ``str`` of the leaves, MLflow metrics the numeric leaves (:func:`numeric_leaves`).
+    """
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def numeric_leaves(tree: dict[str, Any]) -> dict[str, float]:
+    """:func:`flatten` keeping numbers only, as floats (bools, strings, lists and None are dropped)."""
+    return {k: float(v) for k, v in flatten(tree).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
 def check_upstream(values: dict[str, Any], expected: str | Path, where: str) -> None:
     """Pop a foreach run's ``upstream`` key and check it names the input the run really reads.
 

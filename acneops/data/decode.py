@@ -12,6 +12,9 @@ writes the normalised pixels as metadata-free PNGs). Decisions taken here, once 
 - The decompression-bomb limit is applied per call: Pillow's global ``MAX_IMAGE_PIXELS`` is set
   for the duration of the decode and restored afterwards, and the size is checked explicitly.
 - Nothing returned here carries metadata into an output: writers use ``acneops.core.io.save_png``.
+
+:func:`read_rgb` is the one reader of an image file for every other package (classifier data, GAN bank,
+audit, feature extractors, grids): the same decoding, so a file means the same pixels everywhere.
 """
 
 from __future__ import annotations
@@ -27,15 +30,15 @@ from typing import BinaryIO, Iterator
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from acneops.core.errors import AcneopsError
+from acneops.core.errors import StageError
 
 WHITE = (255, 255, 255)
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _INT16_MODES = {"I;16", "I;16B", "I;16L", "I;16N"}
 
 
-class ImageRejected(AcneopsError):
-    """A raw file that cannot be used; ``kind`` is a short machine-readable reason (e.g. ``truncated``)."""
+class ImageRejected(StageError):
+    """A file that cannot be used as an image; ``kind`` is a short machine-readable reason (e.g. ``truncated``)."""
 
     def __init__(self, kind: str, reason: str):
         super().__init__(reason)
@@ -160,11 +163,38 @@ def centre_square(image: Image.Image) -> Image.Image:
     return image.crop((left, top, left + side, top + side))
 
 
-def resize_lanczos(image: Image.Image, size: int) -> Image.Image:
-    """Resize to ``size`` x ``size`` with Lanczos; antialiased when shrinking (reducing_gap speeds it up)."""
+def resize_lanczos(image: Image.Image, size: int, reducing_gap: float | None = 3.0) -> Image.Image:
+    """Resize to ``size`` x ``size`` with Lanczos; antialiased when shrinking.
+
+    ``reducing_gap`` (Pillow) first shrinks by an integer factor with a box filter, which speeds up large
+    reductions (restore's default); ``None`` applies the exact Lanczos filter in one pass (:func:`read_rgb`).
+    """
     if image.size == (size, size):
         return image
-    return image.resize((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return image.resize((size, size), Image.Resampling.LANCZOS, reducing_gap=reducing_gap)
+
+
+def read_rgb(path: str | Path, size: int | None = None, fix: str = "replace or remove the file") -> Image.Image:
+    """The image file at ``path`` as 8-bit RGB, decoded by :func:`open_normalised` (EXIF orientation applied,
+    alpha composited on white, 16-bit scaled: the pixels ingest and restore saw).
+
+    With ``size``, a square image of at least that side is shrunk to ``size`` x ``size`` with exact Lanczos
+    (no ``reducing_gap``: deterministic and as NVIDIA's dataset_tool); any other shape is refused. A missing,
+    unreadable or wrongly sized file raises :class:`ImageRejected` naming the file and ending with ``fix``.
+    """
+    try:
+        image = open_normalised(path)
+    except FileNotFoundError:
+        raise ImageRejected("missing_file", f"{path}: cannot read image (file not found); {fix}") from None
+    except (ImageRejected, OSError) as exc:
+        raise ImageRejected(getattr(exc, "kind", "unreadable"), f"{path}: cannot read image ({exc}); {fix}") from None
+    if size is None:
+        return image
+    width, height = image.size
+    if width != height or width < size:
+        raise ImageRejected("wrong_size", f"{path}: image is {width}x{height}, {size}x{size} is needed (square "
+                                          f"images of at least that side); {fix}")
+    return resize_lanczos(image, size, reducing_gap=None)
 
 
 # ---------------------------------------------------------------------------------------------

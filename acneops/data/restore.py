@@ -202,12 +202,12 @@ def _train_and_compare(cfg: RestoreConfig, hr_train: list[dict[str, str]], stage
     from PIL import Image
 
     from acneops.data import sr
+    from acneops.data.decode import read_rgb
 
     train_rows, held_rows = _holdout_split(hr_train, cfg.holdout_fraction, cfg.seed)
 
     def pixels(r: dict[str, str]) -> Image.Image:  # the restored (res x res) high-res image
-        with Image.open(stage_dir / "train" / f"images/{r['sha256'][:16]}.png") as im:
-            return im.convert("RGB")
+        return read_rgb(stage_dir / "train" / f"images/{r['sha256'][:16]}.png")
 
     settings = cfg.sr_settings()
     model, opt, losses = sr.train_sr([pixels(r) for r in train_rows], settings)

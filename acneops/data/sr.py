@@ -26,7 +26,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from acneops.core.io import atomic_path
+from acneops.core.checkpoint import load_checkpoint
+from acneops.core.checkpoint import save_checkpoint as write_checkpoint
 from acneops.data.decode import psnr, resize_lanczos, ssim
 
 DEGRADE_FILTERS = (Image.Resampling.BOX, Image.Resampling.BILINEAR, Image.Resampling.BICUBIC,
@@ -146,24 +147,23 @@ def train_sr(images: list[Image.Image], s: SRSettings) -> tuple[ResidualSR, torc
 
 
 def save_checkpoint(path: Any, model: ResidualSR, opt: torch.optim.Optimizer, s: SRSettings,
-                    extra: dict[str, Any]) -> None:
-    """Self-describing checkpoint {'model', 'model_args', 'step', 'config', 'optimizer', ...}, atomically."""
-    ckpt = {
+                    extra: dict[str, Any]) -> str:
+    """Write the SR net as kind ``sr`` of :mod:`acneops.core.checkpoint` ({'model', 'model_args', 'family',
+    'step', 'config', 'optim', ...}), atomically; return the file's sha256."""
+    return write_checkpoint(path, "sr", {
         "model": model.state_dict(),
         "model_args": {"channels": s.channels, "blocks": s.blocks},
+        "family": "residual_sr",  # VDSR-style residual on a Lanczos upscale, EDSR blocks
         "step": s.steps,
         "config": dataclasses.asdict(s),
-        "optimizer": opt.state_dict(),
-        "arch": "ResidualSR (VDSR-style residual on a Lanczos upscale, EDSR blocks)",
+        "optim": opt.state_dict(),
         **extra,
-    }
-    with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
+    })
 
 
 def load_sr(path: Any) -> ResidualSR:
-    """Rebuild the network from a checkpoint written by :func:`save_checkpoint`."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    """Rebuild the network from a checkpoint written by :func:`save_checkpoint` (a wrong file names the fix)."""
+    ckpt = load_checkpoint(path, "sr")
     model = build_sr(**ckpt["model_args"])
     model.load_state_dict(ckpt["model"])
     return model.eval()

@@ -102,19 +102,6 @@ class EvaluateConfig:
 
 
 
-def flatten_numbers(tree: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    """Nested dict -> ``{'a.b.c': float}`` keeping numbers only (bools and strings are dropped)."""
-    flat: dict[str, float] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten_numbers(value, f"{name}."))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            flat[name] = float(value)
-    return flat
-
-
-
 def _need_file(path: Path | str, key: str, fix: str) -> None:
     if not Path(path).is_file():
         raise StageError(f"params.yaml [{SECTION}.{key}]: {path} not found; {fix}")

@@ -46,26 +46,15 @@ def training_files(restored_dir: Path, labels: tuple[str, ...], image_dir: Path 
 def read_image(path: Path, resolution: int) -> np.ndarray:
     """One image as uint8 (3, H, W) at ``resolution``.
 
-    A larger square image is downscaled with Pillow's antialiased LANCZOS filter (deterministic), so the GAN
-    can train below the restored resolution (NVIDIA's dataset_tool does the same); a smaller or non-square
-    image, or a missing or unreadable file, is a StageError.
+    A larger square image is downscaled with Lanczos by :func:`acneops.data.decode.read_rgb`, so the GAN can
+    train below the restored resolution (NVIDIA's dataset_tool does the same); a smaller or non-square image,
+    or a missing or unreadable file, is a StageError naming the file.
     """
-    from PIL import Image, UnidentifiedImageError
+    from acneops.data.decode import read_rgb
 
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            w, h = im.size
-            if w != h or w < resolution:
-                raise StageError(
-                    f"{path}: image is {w}x{h}, the GAN trains at {resolution}x{resolution} (square images of at "
-                    "least that side are needed); re-run `restore` at this resolution or fix train_gan.resolution"
-                )
-            if w > resolution:
-                im = im.resize((resolution, resolution), Image.Resampling.LANCZOS)
-            return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).copy()
-    except (OSError, UnidentifiedImageError) as exc:
-        raise StageError(f"{path}: cannot read image ({exc}); replace or remove the file") from exc
+    fix = (f"the GAN trains at {resolution}x{resolution}: re-run `restore` at this resolution, fix "
+           "train_gan.resolution, or replace the file")
+    return np.asarray(read_rgb(path, resolution, fix=fix), dtype=np.uint8).transpose(2, 0, 1).copy()
 
 
 class ImageBank:
@@ -126,17 +115,3 @@ def to_uint8(images: "torch.Tensor") -> np.ndarray:
     return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
-def save_grid(images: np.ndarray, path: Path, cols: int | None = None) -> str:
-    """Tile uint8 images (N, H, W, 3) into one metadata-free PNG at ``path``; returns its sha256."""
-    from PIL import Image
-
-    from acneops.core.io import save_png
-
-    n, h, w, c = images.shape
-    cols = cols or int(np.ceil(np.sqrt(n)))
-    rows = int(np.ceil(n / cols))
-    canvas = np.zeros((rows * h, cols * w, c), dtype=np.uint8)
-    for i, img in enumerate(images):
-        r, q = divmod(i, cols)
-        canvas[r * h:(r + 1) * h, q * w:(q + 1) * w] = img
-    return save_png(path, Image.fromarray(canvas, "RGB"))

@@ -1,9 +1,8 @@
-"""Self-describing, atomically written GAN checkpoints and the RNG state they carry.
+"""GAN checkpoints (kind ``gan`` of the one format, :mod:`acneops.core.checkpoint`) and the RNG state they carry.
 
-A checkpoint is a plain dict saved with ``torch.save`` and read back with ``weights_only=True``
-(no pickled modules, no code runs on load)::
+Written and read by :func:`acneops.core.checkpoint.save_checkpoint` / ``load_checkpoint``::
 
-    {'format': 'acneops-gan/1', 'family': 'stylegan2' | 'dcgan',
+    {'format': 'acneops-checkpoint/1', 'kind': 'gan', 'family': 'stylegan2' | 'dcgan',
      'model': {'G': state_dict, 'D': state_dict, 'G_ema': state_dict},
      'model_args': {'G': kwargs, 'D': kwargs},       # rebuild with the family's constructors
      'step': int, 'cur_nimg': int, 'config': resolved config dict,
@@ -21,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from acneops.core.checkpoint import FORMAT as FORMAT  # re-exported: GAN checkpoints use the one format
+from acneops.core.checkpoint import load_checkpoint, save_checkpoint
 from acneops.core.errors import AcneopsError
-from acneops.core.io import atomic_path, sha256_file
 
-FORMAT = "acneops-gan/1"
-REQUIRED_KEYS = ("format", "family", "model", "model_args", "step", "cur_nimg", "config")
+GAN_KEYS = ("cur_nimg",)  # required on top of the common keys
 FAMILIES = ("stylegan2", "dcgan")
 
 
@@ -68,36 +67,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save(path: str | Path, ckpt: dict[str, Any]) -> str:
-    """Write ``ckpt`` atomically (temp file + os.replace) and return the file's sha256."""
-    import torch
-
-    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
-    if missing:
-        raise ValueError(f"checkpoint dict lacks {missing}; it would not describe itself")
-    with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
-        digest = sha256_file(tmp)
-    return digest
+    """Write a GAN checkpoint atomically and return the file's sha256."""
+    return save_checkpoint(path, "gan", ckpt, required=GAN_KEYS)
 
 
 def load(path: str | Path, map_location: str = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save`; anything else is an AcneopsError naming the file."""
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise AcneopsError(f"{path}: checkpoint not found; train it first (`acneops run train_gan --name ...`)")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # truncated, foreign or pickled-module files all land here
-        raise AcneopsError(f"{path}: not a readable acneops checkpoint ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise AcneopsError(f"{path}: not an acneops GAN checkpoint (format {found!r}, expected {FORMAT!r})")
-    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
-    if missing:
-        raise AcneopsError(f"{path}: checkpoint lacks {missing}; it was not written by acneops.gan.checkpoint.save")
-    return ckpt
+    """Read a GAN checkpoint; anything else is an AcneopsError naming the file and the fix."""
+    return load_checkpoint(path, "gan", required=GAN_KEYS, map_location=map_location)
 
 
 def build_generator(ckpt: dict[str, Any], which: str = "G_ema") -> "torch.nn.Module":

@@ -248,7 +248,6 @@ def train_step(state: TrainState, cfg: TrainGanConfig, bank: ImageBank, dist: Di
 def state_dict(state: TrainState, cfg: TrainGanConfig) -> dict[str, Any]:
     """The resumable part of a checkpoint (the caller adds mlflow_run_id etc.)."""
     return {
-        "format": ckpt_io.FORMAT,
         "family": cfg.family,
         "model": {k: getattr(state, k).state_dict() for k in ("G", "D", "G_ema")},
         "model_args": {"G": dict(state.G.model_args), "D": dict(state.D.model_args)},

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ from acneops import tracking
 from acneops.core.io import append_jsonl, read_jsonl, write_json, write_text
 from acneops.gan import checkpoint as ckpt_io
 from acneops.gan import dist as gan_dist
-from acneops.gan.bank import ImageBank, save_grid, training_files
+from acneops.gan.bank import ImageBank, training_files
 from acneops.gan.config import RESUMABLE_CHANGES, TrainGanConfig, TrainGanResult
 from acneops.gan.loop import (
     TrainState,
@@ -32,6 +33,7 @@ from acneops.gan.loop import (
     transfer,
     weights_sha256,
 )
+from acneops.report.grid import save_grid
 
 CHECKPOINT = "checkpoint.pt"  # latest snapshot while training
 FINAL = "final.pt"  # the finished checkpoint (checkpoint.pt renamed)
@@ -149,7 +151,7 @@ def _snapshot(state: TrainState, cfg: TrainGanConfig, run: tracking.Run, dist: g
     grid_path = cfg.out_dir / "grids" / f"fakes_kimg{state.cur_nimg / 1000:09.3f}.png"
     images = synthesize(state.G_ema, cfg.family, list(range(cfg.grid_seeds)), psi=cfg.truncation_psi,
                         device=str(dist.device))
-    save_grid(images, grid_path)
+    save_grid(images, grid_path, ncol=math.ceil(math.sqrt(len(images))), pad=0, background=0)  # square, seamless
     ckpt = {**state_dict(state, cfg), "mlflow_run_id": run.run_id, "world": dist.world, "num_images": num_images,
             "replica_sha256": digests, "torch_version": str(torch.__version__)}
     sha = ckpt_io.save(cfg.out_dir / CHECKPOINT, ckpt)

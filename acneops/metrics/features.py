@@ -10,8 +10,8 @@ feature space is a choice in params (``metrics.extractor``):
   published FIDs.
 - ``tiny`` — a small fixed random CNN (seeded, 64-d) for tests and smoke runs (``fd_tiny``).
 
-``extract`` takes uint8 (N, H, W, 3) arrays or image file paths (read as RGB with Pillow) and
-returns float64 (N, dim); images go through the net in batches under ``torch.inference_mode``.
+``extract`` takes uint8 (N, H, W, 3) arrays or image file paths (read by :func:`acneops.data.decode.read_rgb`)
+and returns float64 (N, dim); images go through the net in batches under ``torch.inference_mode``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 import numpy as np
 
 from acneops.core.errors import AcneopsError
+from acneops.data.decode import read_rgb
 
 if TYPE_CHECKING:
     import torch
@@ -100,17 +101,6 @@ class FeatureExtractor:
         return out
 
 
-def load_rgb(path: str | Path) -> np.ndarray:
-    """An image file as uint8 (H, W, 3) RGB; an unreadable file is an AcneopsError naming it."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (OSError, ValueError) as exc:
-        raise AcneopsError(f"{path}: cannot read as an image ({exc}); replace or remove the file") from exc
-
-
 def _check_image(image: np.ndarray, where: str) -> np.ndarray:
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise AcneopsError(
@@ -139,7 +129,7 @@ def _iter_batches(images: ImageInput, batch_size: int) -> Iterator[list[np.ndarr
             if isinstance(item, np.ndarray):
                 batch.append(_check_image(item, f"images[{i}]"))
             else:
-                batch.append(load_rgb(item))
+                batch.append(np.asarray(read_rgb(item)))
         yield batch
 
 

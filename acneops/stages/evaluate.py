@@ -25,7 +25,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from acneops.core.config import ConfigError, build, section
+from acneops.core.config import ConfigError, build, numeric_leaves, section
 from acneops.core.io import write_json, write_text
 from acneops.evaluation.scoring import (
     DETAILS_FILE,
@@ -36,7 +36,6 @@ from acneops.evaluation.scoring import (
     build_extractor,
     check_inputs,
     evaluate_classifier,
-    flatten_numbers,
     load_judge,
     metrics_from,
     provenance,
@@ -78,7 +77,7 @@ class EvaluateResult:
 
     def metrics(self) -> dict[str, float]:
         """metrics.json flattened to ``{'classifiers.real.accuracy': 0.9, ...}`` (MLflow metric names)."""
-        return flatten_numbers(self.nested)
+        return numeric_leaves(self.nested)
 
     def summary(self) -> str:
         parts = [f"{s} acc {c['accuracy']:.3f}" for s, c in self.nested.get("classifiers", {}).items()]

@@ -1,6 +1,7 @@
-"""params.yaml sections read outside one stage's own section: the anonymity audit (shared by synthesize and
-evaluate) and the data commands (`acneops data phantom`, `acneops data import-acne04`). Domain packages take the
-built configs; only this layer knows where in params.yaml they come from."""
+"""params.yaml reading shared by several commands: the foreach-run merge (train_gan, train_classifier, sort), the
+anonymity audit section (shared by synthesize and evaluate) and the data commands (`acneops data phantom`,
+`acneops data import-acne04`). Domain packages take the built configs; only this layer knows where in params.yaml
+they come from."""
 
 from __future__ import annotations
 
@@ -10,6 +11,32 @@ from acneops.audit import AuditConfig
 from acneops.core.config import ConfigError, build, section
 from acneops.data.importers import ImportersConfig
 from acneops.data.phantom import PhantomConfig
+
+
+def foreach_values(params: dict[str, Any], section_name: str, name: str | None
+                   ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(merged values, the run's own overrides) of run ``name`` of a foreach stage.
+
+    The section's common keys are overridden by ``<section>.runs[name]`` (dvc.yaml runs one stage per key of
+    ``runs``: ``<section>@<name>``). A missing or unknown name, a ``runs`` that is not a mapping of mappings,
+    or a ``name`` key in params (the name comes from ``--name``) is a ConfigError naming the key and the fix.
+    """
+    common = dict(section(params, section_name))
+    runs = common.pop("runs", None) or {}
+    if not isinstance(runs, dict):
+        raise ConfigError(f"params.yaml [{section_name}.runs]: must map run names to overrides, got {runs!r}")
+    choices = f"pass --name with one of {sorted(runs)} (the keys of params.yaml {section_name}.runs)"
+    if not name:
+        raise ConfigError(f"{section_name} needs a run name: {choices}")
+    if name not in runs:
+        raise ConfigError(f"params.yaml [{section_name}.runs]: unknown run {name!r}; {choices}")
+    override = runs[name] or {}
+    if not isinstance(override, dict):
+        raise ConfigError(f"params.yaml [{section_name}.runs.{name}]: must be a mapping of keys to override, "
+                          f"got {override!r}")
+    if "name" in common or "name" in override:
+        raise ConfigError(f"params.yaml [{section_name}]: 'name' comes from --name; remove it from params")
+    return {**common, **override}, dict(override)
 
 
 def audit_config(params: dict[str, Any]) -> AuditConfig:

@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from acneops.core.config import ConfigError, build, section
+from acneops.core.config import build
 from acneops.core.errors import StageError
 from acneops.core.io import sha256_file, write_json
+from acneops.stages.params import foreach_values
 from acneops.synthetic.sorting import SortConfig, assign, label_images, write_sorted
 
 
@@ -48,12 +49,7 @@ class SortResult:
 
 def config_from_params(params: dict[str, Any], name: str | None = None) -> SortConfig:
     """Section ``sort`` (shared settings) merged with ``sort.runs[name]`` (generator and sorter)."""
-    values = dict(section(params, "sort"))
-    runs = values.pop("runs", None) or {}
-    if name is None or name not in runs:
-        raise ConfigError(f"sort: unknown run {name!r}; pass --name with one of {sorted(runs)} "
-                          "(the keys of params.yaml sort.runs)")
-    values.update(runs[name] or {})
+    values, _ = foreach_values(params, "sort", name)
     return build(SortConfig, values, f"sort.runs.{name}")
 
 

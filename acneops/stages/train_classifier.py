@@ -28,9 +28,9 @@ from acneops.core.config import (
     ConfigError,
     build,
     check_upstream,
-    section,
     to_dict,
 )
+from acneops.stages.params import foreach_values
 
 # acneops.stages.run_stage: the training loop (acneops.classify.train.fit) opens its own MLflow run, logs per
 # epoch and resumes that run after a kill (its id is in last.pt); run_stage must not open a second one.
@@ -39,18 +39,7 @@ TRACKS_ITSELF = True
 
 def config_from_params(params: dict[str, Any], name: str | None) -> TrainClassifierConfig:
     """The config of run ``name``: section defaults overridden by ``runs[name]``."""
-    values = dict(section(params, SECTION))
-    runs = values.pop("runs", None) or {}
-    if not isinstance(runs, dict):
-        raise ConfigError(f"params.yaml [{SECTION}.runs]: must map run names to overrides, got {runs!r}")
-    if not name:
-        raise ConfigError(f"{SECTION} needs a run name: `acneops run {SECTION} --name X`, X in {sorted(runs)}")
-    if name not in runs:
-        raise ConfigError(f"params.yaml [{SECTION}.runs]: unknown run '{name}'; defined runs: {sorted(runs)}")
-    overrides = runs[name] or {}
-    if not isinstance(overrides, dict):
-        raise ConfigError(f"params.yaml [{SECTION}.runs.{name}]: must be a mapping of keys to override, got {overrides!r}")
-    values.update(overrides)
+    values, _ = foreach_values(params, SECTION, name)
     values["name"] = name
     reads = values.get("synthetic_dir") or Path(str(values.get("restored_dir", "datasets/restored"))) / "train"
     check_upstream(values, reads, f"{SECTION}.runs.{name}")

@@ -29,8 +29,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from acneops.core.config import ConfigError, build, check_upstream, section
+from acneops.core.config import ConfigError, build, check_upstream
 from acneops.gan.config import TrainGanConfig, TrainGanResult
+from acneops.stages.params import foreach_values
 
 Config = TrainGanConfig  # the stage's frozen config: the training loop's options (acneops.gan.config)
 
@@ -49,18 +50,8 @@ def upstream_of(values: dict[str, Any]) -> Path:
 
 def config_from_params(params: dict[str, Any], name: str | None) -> TrainGanConfig:
     """Merge ``train_gan``'s common keys with ``train_gan.runs[name]`` into a validated config."""
-    common = dict(section(params, "train_gan"))
-    runs = common.pop("runs", None) or {}
-    if not isinstance(runs, dict):
-        raise ConfigError(f"params.yaml [train_gan.runs]: must map run names to overrides, got {runs!r}")
-    if name is None or name not in runs:
-        raise ConfigError(f"train_gan: unknown run {name!r}; pass --name with one of {sorted(runs)} "
-                          "(the keys of params.yaml train_gan.runs)")
-    override = dict(runs[name] or {})
-    for key in ("name",):
-        if key in common or key in override:
-            raise ConfigError(f"params.yaml [train_gan]: '{key}' comes from --name; remove it from params")
-    values = {**common, **override, "name": name}
+    values, override = foreach_values(params, "train_gan", name)
+    values["name"] = name
     check_upstream(values, upstream_of(values), f"train_gan.runs.{name}")
     if "image_dir" in override and "labels" not in override:  # a folder run drops the common labels
         values["labels"] = []

@@ -168,8 +168,8 @@ def _digest(image: np.ndarray) -> bytes:
 
 def load_real_train(restored_dir: Path) -> RealTrain:
     """All real train images (role ``synthesize``: the test split is refused by the data access layer)."""
-    from acneops.audit.copies import load_rgb
     from acneops.data.access import load_split
+    from acneops.data.decode import read_rgb
 
     try:
         samples = load_split(restored_dir, "train", role="synthesize")
@@ -179,7 +179,7 @@ def load_real_train(restored_dir: Path) -> RealTrain:
     if len(samples) < 2:
         raise StageError(f"{manifest}: the anonymity audit needs at least 2 real train images, found "
                          f"{len(samples)}; run ingest/restore on a larger dataset")
-    images = [load_rgb(s.path) for s in samples]
+    images = [np.asarray(read_rgb(s.path)) for s in samples]
     for s, im in zip(samples, images):
         if im.shape != images[0].shape:
             raise StageError(f"{s.path}: {im.shape[1]}x{im.shape[0]} px but {samples[0].path} is "
@@ -205,9 +205,9 @@ class CachedExtractor:
         self._cache: dict[bytes, np.ndarray] = {}
 
     def extract(self, images: Any, progress: bool = False, **kwargs: Any) -> np.ndarray:
-        from acneops.audit.copies import load_rgb
+        from acneops.data.decode import read_rgb
 
-        arrays = [load_rgb(Path(im)) if isinstance(im, (str, Path)) else np.asarray(im) for im in images]
+        arrays = [np.asarray(read_rgb(im)) if isinstance(im, (str, Path)) else np.asarray(im) for im in images]
         keys = [_digest(im) for im in arrays]
         missing = {k: im for k, im in zip(keys, arrays) if k not in self._cache}
         if missing:

@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from acneops.core.config import flatten
+
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 PARENT_RUN_ENV = "ACNEOPS_PARENT_RUN_ID"
 STAGE_TAG = "acneops.stage"
@@ -74,16 +76,9 @@ def _artifact_location(uri: str) -> str | None:
     return None  # a tracking server (or file store) decides
 
 
-def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested dict -> ``{'a.b': 'value'}`` with string values (MLflow params are strings)."""
-    flat: dict[str, str] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = str(value)[:MAX_PARAM_CHARS]
-    return flat
+def param_strings(config: dict[str, Any]) -> dict[str, str]:
+    """Nested dict -> ``{'a.b': 'value'}`` with string values (MLflow params are strings of bounded length)."""
+    return {name: str(value)[:MAX_PARAM_CHARS] for name, value in flatten(config).items()}
 
 
 class Run:
@@ -106,7 +101,7 @@ class Run:
         from mlflow.entities import Param
 
         existing = self._client.get_run(self.run_id).data.params
-        flat = flatten(params)
+        flat = param_strings(params)
         new = [Param(k, v) for k, v in flat.items() if k not in existing]
         changed = {f"resume.{k}": v for k, v in flat.items() if k in existing and existing[k] != v}
         for start in range(0, len(new), 100):  # MLflow accepts at most 100 params per batch

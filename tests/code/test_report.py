@@ -79,3 +79,52 @@ def test_render_report_states_provenance_chance_and_embeds_only_existing_images(
     assert "![confusion matrix of real](confusion_real.png)" in text and "confusion_synthetic.png" not in text
     assert "[`metrics.json`](metrics.json)" in text
     assert "nothing was audited" in text
+
+
+def _grid_inputs():
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    return [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), rng.integers(0, 256, (16, 24, 3), dtype=np.uint8),
+            rng.random((3, 8, 8)).astype(np.float32), rng.integers(0, 256, (40, 40), dtype=np.uint8),
+            rng.integers(0, 256, (20, 10, 4), dtype=np.uint8)]
+
+
+def test_grid_layout_rows_cols_padding_and_pixels_as_callers_expect(tmp_path):
+    """The one grid writer (torchvision's make_grid inside): layout the report and GAN callers rely on, and the
+    pixels the two former grid writers produced (checksums recorded before they were merged)."""
+    import hashlib
+    import math
+
+    import numpy as np
+    from PIL import Image
+
+    from acneops.report.grid import make_grid, save_grid
+
+    def digest(image):
+        a = np.ascontiguousarray(np.asarray(image))
+        return hashlib.sha256(repr((a.shape, str(a.dtype))).encode() + a.tobytes()).hexdigest()[:16]
+
+    # report grids (evaluate's per-class grids): cell = largest side (40), pad 2, white; 5 images, 2 per row
+    grid = make_grid(_grid_inputs(), ncol=2)
+    assert grid.size == (2 * 40 + 3 * 2, 3 * 40 + 4 * 2) and digest(grid) == "fac85be03ccd37cc"
+    px = np.asarray(grid)
+    assert (px[:2] == 255).all() and (px[:, 42:44] == 255).all()  # outer and inner padding
+    assert (px[2 + 2 * 42:, 44:] == 255).all()  # the empty last cell is background
+    assert np.array_equal(px[2:42, 2:42], np.asarray(Image.fromarray(_grid_inputs()[0]).resize((40, 40),
+                                                                                               Image.NEAREST)))
+    for kwargs, size, want in [({"ncol": 3, "cell": 24, "pad": 1}, (76, 51), "3f3b0c90385f2546"),
+                               ({"ncol": 5, "pad": 0}, (200, 40), "2f66e4a0fdcbaed6"),
+                               ({"ncol": 4, "pad": 3}, (175, 89), "638c363790679cee")]:
+        grid = make_grid(_grid_inputs(), **kwargs)
+        assert grid.size == size and digest(grid) == want, kwargs
+    # GAN sample grids (train_gan): ceil(sqrt(N)) columns, no padding, black empty cells
+    rng = np.random.default_rng(5)
+    for n, size, want in [(16, (32, 32), "8b8dd1ee5ce7c734"), (5, (24, 16), "2f03db0622958446")]:
+        images = rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
+        out = save_grid(images, tmp_path / f"g{n}.png", ncol=math.ceil(math.sqrt(n)), pad=0, background=0)
+        with Image.open(out) as im:
+            assert im.size == size and digest(im.convert("RGB")) == want and not im.info.get("exif")
+            px = np.asarray(im)
+        assert np.array_equal(px[8:16, 0:8], images[math.ceil(math.sqrt(n))])  # row 2 starts with the next image
+    assert make_grid(_grid_inputs()[:2], ncol=4).size == (2 * 32 + 3 * 2, 32 + 2 * 2)  # fewer images than ncol

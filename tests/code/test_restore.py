@@ -99,7 +99,8 @@ def test_report_has_psnr_and_ssim_for_both_restorers(tmp_path):
         assert 10 < cmp[name]["psnr"] < 100 and 0 < cmp[name]["ssim"] <= 1
     assert set(cmp["sr_beats_lanczos"]) == {"psnr", "ssim"} and cmp["holdout_images"] >= 1
     ckpt = __import__("torch").load(cfg.sr_dir / "sr.pt", weights_only=True)
-    assert {"model", "model_args", "step", "config", "optimizer"} <= set(ckpt)
+    assert {"format", "kind", "family", "model", "model_args", "step", "config", "optim"} <= set(ckpt)
+    assert ckpt["kind"] == "sr"  # the one checkpoint format (acneops.core.checkpoint)
     train = {r["orig_sha256"] for r in read_csv(cfg.out_dir / "train/manifest.csv")}
     assert set(ckpt["train_sha256"]) <= train and set(ckpt["holdout_sha256"]) <= train
     assert not set(ckpt["train_sha256"]) & set(ckpt["holdout_sha256"])  # held-out images never trained sr

@@ -234,7 +234,7 @@ def test_class_without_generator_is_a_config_error(fixture_root: Path) -> None:
 def test_missing_checkpoint_names_the_class_and_file(fixture_root: Path) -> None:
     gens = {"healthy": str(fixture_root / "models/healthy/final.pt"), "mild": str(fixture_root / "nope.pt")}
     cfg = synthesize.config_from_params(make_params(fixture_root, generators=gens))
-    with pytest.raises(StageError, match=r"synthesize.generators.mild.*nope.pt: checkpoint not found"):
+    with pytest.raises(StageError, match=r"synthesize.generators.mild.*nope.pt: GAN checkpoint not found"):
         synthesize.run(cfg)
 
 
