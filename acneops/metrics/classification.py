@@ -10,7 +10,6 @@ StyleGAN2 paper reports accuracy — both are read off this one report.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -115,55 +114,32 @@ def save_confusion_matrix(report: dict[str, Any], json_path: str | Path, png_pat
         "columns": "predicted class",
         "counts": confusion_counts(report),
     })
-    cm = np.asarray(report["confusion_matrix"], dtype=np.int64)
-    try:
-        image = _render_matplotlib(cm, report["labels"])
-    except ImportError:  # matplotlib is optional (it comes with mlflow); Pillow is always there
-        image = _render_pillow(cm, report["labels"])
-    save_png(png_path, image)
+    save_png(png_path, _render(confusion_figure(report)))
 
 
-def _render_matplotlib(cm: np.ndarray, labels: list[str]) -> Any:
-    """The confusion heat map drawn with matplotlib's Agg canvas (no pyplot, no global state)."""
+def confusion_figure(report: dict[str, Any]) -> Any:
+    """The confusion heat map of ``report``: scikit-learn's ``ConfusionMatrixDisplay`` on a matplotlib
+    ``Figure`` with its own Agg canvas (no pyplot figure, no global state), rows = true class."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from PIL import Image
+    from sklearn.metrics import ConfusionMatrixDisplay
 
+    labels = report["labels"]
     size = 1.2 + 0.9 * len(labels)
     fig = Figure(figsize=(size + 1.2, size), dpi=100)
-    canvas = FigureCanvasAgg(fig)
+    FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    im = ax.imshow(cm, cmap="Blues", vmin=0)
-    fig.colorbar(im, ax=ax)
-    ax.set(xticks=range(len(labels)), yticks=range(len(labels)), xticklabels=labels, yticklabels=labels,
-           xlabel="predicted", ylabel="true", title="confusion matrix")
-    ax.tick_params(axis="x", labelrotation=45)
-    threshold = cm.max() / 2 if cm.size else 0
-    for (i, j), c in np.ndenumerate(cm):
-        ax.text(j, i, str(c), ha="center", va="center", color="white" if c > threshold else "black")
+    cm = np.asarray(report["confusion_matrix"], dtype=np.int64)
+    ConfusionMatrixDisplay(cm, display_labels=labels).plot(ax=ax, cmap="Blues", xticks_rotation=45,
+                                                           values_format="d")
+    ax.set(xlabel="predicted", ylabel="true", title="confusion matrix")
     fig.tight_layout()
-    canvas.draw()
-    buf = io.BytesIO(bytes(canvas.buffer_rgba()))
-    w, h = canvas.get_width_height()
-    return Image.frombuffer("RGBA", (w, h), buf.getvalue(), "raw", "RGBA", 0, 1).convert("RGB")
+    return fig
 
 
-def _render_pillow(cm: np.ndarray, labels: list[str]) -> Any:
-    """A plain grid with counts (shade = count / max) for machines without matplotlib."""
-    from PIL import Image, ImageDraw
+def _render(fig: Any) -> Any:
+    """A matplotlib figure drawn on its Agg canvas, as an RGB PIL image."""
+    from PIL import Image
 
-    cell, margin = 60, 110
-    k = len(labels)
-    img = Image.new("RGB", (margin + cell * k + 10, margin + cell * k + 10), "white")
-    draw = ImageDraw.Draw(img)
-    top = max(int(cm.max()), 1)
-    for (i, j), c in np.ndenumerate(cm):
-        shade = int(255 - 200 * c / top)
-        x0, y0 = margin + j * cell, margin + i * cell
-        draw.rectangle([x0, y0, x0 + cell, y0 + cell], fill=(shade, shade, 255), outline="black")
-        draw.text((x0 + cell // 3, y0 + cell // 3), str(c), fill="black")
-    for n, name in enumerate(labels):
-        draw.text((4, margin + n * cell + cell // 3), name[:16], fill="black")  # rows: true
-        draw.text((margin + n * cell + 4, margin - 20), name[:9], fill="black")  # columns: predicted
-    draw.text((4, 4), "rows: true, columns: predicted", fill="black")
-    return img
+    fig.canvas.draw()
+    return Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3])

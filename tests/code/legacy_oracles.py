@@ -116,7 +116,9 @@ def union_find_group_ids(images: list[str], phashes: list[str], sha256s: list[st
     parent = list(range(len(order)))
     for start in range(0, len(order), 2048):
         block = hashes[start:start + 2048, None] ^ hashes[None, :]
-        rows, cols = np.nonzero(np.bitwise_count(block) <= threshold)
+        bits = np.bitwise_count(block) if hasattr(np, "bitwise_count") else np.unpackbits(
+            block.view(np.uint8).reshape(*block.shape, 8), axis=-1).sum(axis=-1)
+        rows, cols = np.nonzero(bits <= threshold)
         for r, c in zip((rows + start).tolist(), cols.tolist()):
             if c > r:
                 a, b = _find(parent, r), _find(parent, c)

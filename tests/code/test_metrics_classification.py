@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import json
-import sys
 
 import pytest
 from PIL import Image
@@ -13,6 +12,7 @@ from acneops.core.errors import AcneopsError
 from acneops.metrics.classification import (
     classification_report,
     confusion_counts,
+    confusion_figure,
     confusion_plot_rows,
     save_confusion_matrix,
 )
@@ -95,9 +95,25 @@ def test_confusion_files_and_dvc_rows(tmp_path):
     assert counted == {(c["actual"], c["predicted"]): c["count"] for c in confusion_counts(rep) if c["count"]}
 
 
-def test_confusion_png_without_matplotlib(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "matplotlib.backends.backend_agg", None)  # import fails
-    rep = classification_report(["a", "b", "c"], ["a", "c", "c"], ["a", "b", "c"])
+def test_confusion_png_shows_every_class_and_count_and_the_json_is_unchanged(tmp_path):
+    """The PNG is scikit-learn's ConfusionMatrixDisplay of the report (classes on both axes, one count per
+    cell); the JSON keeps the layout the dvc plots and reports read."""
+    labels = ["healthy", "mild", "moderate", "severe"]
+    rep = classification_report(["healthy", "mild", "mild", "moderate", "severe", "severe"],
+                                ["healthy", "mild", "moderate", "moderate", "moderate", "severe"], labels)
     save_confusion_matrix(rep, tmp_path / "cm.json", tmp_path / "cm.png")
+    cm = [[1, 0, 0, 0], [0, 1, 1, 0], [0, 0, 1, 0], [0, 0, 1, 1]]
+    assert json.loads((tmp_path / "cm.json").read_text()) == {
+        "labels": labels, "confusion_matrix": cm, "rows": "true class", "columns": "predicted class",
+        "counts": [{"actual": a, "predicted": p, "count": cm[i][j]}
+                   for i, a in enumerate(labels) for j, p in enumerate(labels)]}
+    fig = confusion_figure(rep)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == labels  # columns: predicted
+    assert [t.get_text() for t in ax.get_yticklabels()] == labels  # rows: true
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("predicted", "true")
+    cells = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in ax.texts}
+    assert cells == {(i, j): str(cm[i][j]) for i in range(4) for j in range(4)}
+    width, height = fig.canvas.get_width_height()
     with Image.open(tmp_path / "cm.png") as im:
-        assert im.size == (110 + 3 * 60 + 10, 110 + 3 * 60 + 10)
+        assert im.format == "PNG" and im.size == (width, height) and im.mode == "RGB"
