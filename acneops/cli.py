@@ -118,7 +118,10 @@ def repro(
     params: Path = PARAMS_OPT,
     dvc_args: Optional[list[str]] = typer.Argument(None, help="extra arguments passed to `dvc repro`"),
 ) -> None:
-    """The main job: create the phantom dataset if data/ is absent, then `dvc repro` every stage."""
+    """The main job: create the phantom dataset if data/ is absent, then `dvc repro` every stage.
+
+    The reproduction is one MLflow run (stage ``repro``: git commit, dvc arguments, exit status; FAILED when
+    dvc fails) and every stage run dvc starts is nested under it (ACNEOPS_PARENT_RUN_ID)."""
     try:
         from acneops.core.config import load_params
         from acneops.data import phantom
@@ -127,15 +130,28 @@ def repro(
         if not Path("data").exists():
             cfg = phantom_config(load_params(params), task="acne")
             typer.echo(phantom.generate(cfg, Path("data")).summary())
-        # DVC runs each stage's `acneops run ...` through the shell: put this interpreter's bin folder
-        # (the project's .venv) first on PATH so the stages use the same installation.
-        bin_dir = str(Path(sys.executable).parent)
-        env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
-        dvc = shutil.which("dvc", path=env["PATH"]) or "dvc"
-        code = subprocess.call([dvc, "repro", *(dvc_args or [])], env=env)
+        code = _tracked_dvc_repro(list(dvc_args or []), params)
         raise typer.Exit(code=code)
     except AcneopsError as exc:
         _fail(exc)
+
+
+def _tracked_dvc_repro(dvc_args: list[str], params: Path) -> int:
+    """`dvc repro *dvc_args` inside one parent MLflow run; returns dvc's exit status."""
+    from acneops import tracking
+
+    # DVC runs each stage's `acneops run ...` through the shell: put this interpreter's bin folder
+    # (the project's .venv) first on PATH so the stages use the same installation.
+    bin_dir = str(Path(sys.executable).parent)
+    path = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    dvc = shutil.which("dvc", path=path) or "dvc"
+    with tracking.start_run("repro", None, {"dvc_args": " ".join(dvc_args), "params": str(params)}) as run:
+        with tracking.parent_run(run):  # the stages' runs (in dvc's subprocesses) nest under this one
+            code = subprocess.call([dvc, "repro", *dvc_args], env={**os.environ, "PATH": path})
+        run.set_tags({"acneops.exit_status": code})
+        if code != 0:
+            run.fail(f"dvc repro exited with status {code}")
+    return code
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Prefect flows over the same stage functions that dvc.yaml runs (acneops.stages.run_stage).
 
 - ``pipeline``: every stage of dvc.yaml in dependency order; the per-severity fine-tunes are submitted
-  together so a Dask task runner (``--dask``) spreads them over a cluster.
+  together so a Dask task runner (``--dask``) spreads them over a cluster. Like ``acneops repro``, one
+  flow run is one parent MLflow run (stage ``pipeline``) with every stage's run nested under it.
 - ``regenerate``: the synthesize stage alone (a fresh synthetic dataset from the current generators),
   the flow a schedule serves: ``python flows/pipeline.py serve --cron "0 3 * * 1"``.
 
@@ -36,20 +37,32 @@ def stage_names() -> list[str]:
 
 
 @task(name="stage", task_run_name="{stage}@{name}")
-def stage_task(stage: str, name: str | None, params_path: str) -> str:
-    from acneops.stages import run_stage
+def stage_task(stage: str, name: str | None, params_path: str, parent_run_id: str | None = None) -> str:
+    """One stage through acneops.stages.run_stage; its MLflow run nests under ``parent_run_id`` (passed
+    explicitly, not inherited, because a Dask worker is another process with its own environment)."""
+    import os
 
+    from acneops.stages import run_stage
+    from acneops.tracking import PARENT_RUN_ENV
+
+    if parent_run_id:
+        os.environ[PARENT_RUN_ENV] = parent_run_id
     result = run_stage(stage, name, params_path)
     return result.summary() if hasattr(result, "summary") else str(result)
 
 
 @flow(name="acneops-pipeline", log_prints=True)
 def pipeline(params_path: str = "params.yaml") -> list[str]:
-    """Run every stage in order; stages of one group are submitted together."""
+    """Run every stage in order (stages of one group are submitted together) inside one parent MLflow run;
+    the parent ends FAILED when a stage fails."""
+    from acneops import tracking
+
     summaries: list[str] = []
-    for group in PIPELINE:
-        futures = [stage_task.submit(stage, name, params_path) for stage, name in group]
-        summaries += [f.result() for f in futures]
+    with tracking.start_run("pipeline", None, {"params_path": params_path, "stages": stage_names()}) as run:
+        with tracking.parent_run(run) as parent_id:
+            for group in PIPELINE:
+                futures = [stage_task.submit(stage, name, params_path, parent_id) for stage, name in group]
+                summaries += [f.result() for f in futures]
     for line in summaries:
         print(line)
     return summaries

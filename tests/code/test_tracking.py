@@ -10,6 +10,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
+from pipeline_repo import copy_pipeline
 
 from acneops import tracking
 
@@ -203,6 +205,43 @@ def test_fail_ends_the_run_failed_and_parent_run_sets_then_restores_the_env(uri,
     with tracking.parent_run(parent):
         pass
     assert os.environ["ACNEOPS_PARENT_RUN_ID"] == "outer"
+
+
+def _runs_of(uri: str, stage: str) -> list:
+    client = _client(uri)
+    return client.search_runs([client.get_experiment_by_name("acneops").experiment_id],
+                              filter_string=f"tags.`acneops.stage` = '{stage}'")
+
+
+def test_acneops_repro_is_one_parent_run_with_the_stage_runs_nested(uri, tmp_path):
+    """`acneops repro ingest` (phantom data, then `dvc repro ingest`) in a throwaway repository: the ingest
+    stage's run is nested under the repro run, which records the commit, dvc's arguments and exit status;
+    a `dvc repro` that fails leaves its repro run FAILED."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["phantom"].update(n_per_class=12, hr_size=96)  # tiny, as in test_dvc_repro.py
+    params["ingest"].update(workers=1)
+    repo = copy_pipeline(tmp_path / "repo", params, with_code=True)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run([*git, "add", "."], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "pipeline"], cwd=repo, check=True)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    env = {k: v for k, v in os.environ.items() if k != "ACNEOPS_PARENT_RUN_ID"}
+    done = subprocess.run([sys.executable, "-m", "acneops", "repro", "ingest"], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "Running stage 'ingest'" in done.stdout and (repo / "datasets" / "ingest" / "manifest.csv").is_file()
+    [ingest] = _runs_of(uri, "ingest")
+    parent = _client(uri).get_run(ingest.data.tags["mlflow.parentRunId"])
+    assert ingest.info.status == "FINISHED" and parent.info.status == "FINISHED"
+    assert parent.data.tags["acneops.stage"] == "repro" and parent.data.params["dvc_args"] == "ingest"
+    assert parent.data.tags["acneops.git_commit"] == commit and parent.data.tags["acneops.exit_status"] == "0"
+    failed = subprocess.run([sys.executable, "-m", "acneops", "repro", "no_such_stage"], cwd=repo, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert failed.returncode != 0
+    [bad] = [r for r in _runs_of(uri, "repro") if r.data.params.get("dvc_args") == "no_such_stage"]
+    assert bad.info.status == "FAILED" and bad.data.tags["acneops.exit_status"] == str(failed.returncode)
+    assert "dvc repro exited with status" in bad.data.tags["acneops.failure"]
+    assert len(_runs_of(uri, "ingest")) == 1  # the failed reproduction ran no stage
 
 
 def test_importing_tracking_does_not_import_mlflow():
