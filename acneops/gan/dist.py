@@ -1,11 +1,24 @@
-"""Multi-process training support: `torchrun --nproc_per_node N -m acneops run train_gan ...`.
+"""Data-parallel training on several processes: `torchrun --nproc_per_node N -m acneops run train_gan ...`.
 
-As NVIDIA's stylegan3 training loop does, gradients are averaged by one all-reduce of the
-flattened gradients after each phase instead of wrapping the networks in DistributedDataParallel
-(DDP's hooks do not mix well with R1 and path-length double backward). Every rank starts from rank
-0's weights, steps its optimizer on the same averaged gradients and receives rank 0's buffers after
-every step (DDP's ``broadcast_buffers`` behaviour), so the replicas stay identical. Backend: gloo
-on CPU, nccl on CUDA. Without ``WORLD_SIZE`` > 1 everything here is a no-op.
+What it is, exactly: not torch's DistributedDataParallel (DDP), but data-parallel training written out by
+hand with torch.distributed, as NVIDIA's stylegan3 training loop does. Each rank trains on its own slice of
+every batch; after each training phase (Gmain, Greg, Dmain, Dreg) :func:`average_grads` replaces every
+gradient by its mean over ranks with one ``all_reduce`` of the flattened gradients, and every rank then
+steps its own optimizer on the same averaged gradients. The replicas start from rank 0's weights
+(:func:`broadcast_module`) and receive rank 0's buffers after every step (DDP's ``broadcast_buffers``
+behaviour), so they stay identical (tests/model/test_gan_ddp.py checks the hashes of both replicas).
+
+Why not DDP: a StyleGAN2 step is four backward passes over two networks with two optimizers, and the
+regularisation phases are lazy (path length every ``pl_interval`` steps, R1 every ``r1_interval``) and
+differentiate through a gradient (``torch.autograd.grad(..., create_graph=True)`` then ``backward``).
+DDP reduces gradients from hooks fired during ``backward`` on the parameters that required grad when it
+was built, while this loop switches ``requires_grad`` per phase and runs G inside D's phases; DDP's
+documentation supports only gradients that ``backward`` accumulates in ``.grad`` (not
+``torch.autograd.grad``), and higher-order gradients are an open limitation (pytorch/pytorch#63929). NVIDIA's stylegan2-ada-pytorch did wrap the networks in DDP, and
+needed a sync switch per phase and dummy ``* 0`` loss terms so every parameter's hook fired; stylegan3
+replaced all that with this one all-reduce at the point where each phase's gradients are complete.
+
+Backend: gloo on CPU, nccl on CUDA. Without ``WORLD_SIZE`` > 1 everything here is a no-op.
 """
 
 from __future__ import annotations
@@ -82,7 +95,8 @@ def broadcast_module(module: nn.Module, dist: Dist, buffers_only: bool = False) 
 def average_grads(params: list[nn.Parameter], dist: Dist) -> None:
     """Replace each parameter's gradient by its mean over ranks (one all-reduce of the flat gradients).
 
-    A parameter without a gradient on this rank contributes zeros, as in NVIDIA's loop.
+    A parameter without a gradient on this rank contributes zeros, so every rank all-reduces a tensor of
+    the same length (NVIDIA's loop drops such parameters, which assumes every rank has the same ones).
     """
     if not dist.active or not params:
         return
