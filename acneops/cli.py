@@ -16,6 +16,7 @@ from typing import Optional
 import typer
 
 from acneops.core.errors import AcneopsError
+from acneops.core.paths import DATA_DIR
 
 # OpenMP's default busy-waiting makes torch's CPU threads spin against each other and against other
 # processes (measured 2.3x slower StyleGAN2 training with 2 threads on a shared 2-core machine). The
@@ -127,9 +128,9 @@ def repro(
         from acneops.data import phantom
         from acneops.stages.params import phantom_config
 
-        if not Path("data").exists():
+        if not DATA_DIR.exists():
             cfg = phantom_config(load_params(params), task="acne")
-            typer.echo(phantom.generate(cfg, Path("data")).summary())
+            typer.echo(phantom.generate(cfg, DATA_DIR).summary())
         code = _tracked_dvc_repro(list(dvc_args or []), params)
         raise typer.Exit(code=code)
     except AcneopsError as exc:

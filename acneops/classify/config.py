@@ -10,6 +10,7 @@ from acneops.classify.backbones import REGISTRY
 from acneops.core.config import (
     require,
 )
+from acneops.core.paths import RESTORED_DIR, classifier_dir
 
 SECTION = "train_classifier"  # params section (named in error messages)
 
@@ -36,14 +37,14 @@ class TrainClassifierConfig:
     labels: tuple[str, ...] = ("healthy", "mild", "moderate", "severe")  # classes, in output order
     positive: str = ""  # class counted positive for sensitivity/specificity (binary tasks; "" = metrics default)
     role: str = "classifier"  # data role: 'sorter' (sort stage's classifier) or 'classifier'
-    restored_dir: Path = Path("datasets/restored")  # restored real splits (<split>/manifest.csv)
+    restored_dir: Path = RESTORED_DIR  # restored real splits (<split>/manifest.csv)
     real_train: bool = True  # train on the real train split
     synthetic_dir: str = ""  # synthetic manifest folder to train on ("" = none)
     synthetic_per_class: int = 0  # images, cap of synthetic images per class (0 = all)
     val_source: str = "real_val"  # real_val | synthetic_holdout: data the best epoch is selected on
     synthetic_holdout: float = 0.2  # share of synthetic images per class held out when val_source=synthetic_holdout
     select_metric: str = "macro_f1"  # macro_f1 | accuracy: validation metric that picks best.pt
-    out_dir: str = "models/classifier/{name}"  # output folder; '{name}' is replaced by the run name
+    out_dir: str = str(classifier_dir("{name}"))  # output folder; '{name}' is replaced by the run name
     epochs: int = 6  # passes over the training images
     batch: int = 16  # images per optimisation step
     lr: float = 1.0e-4  # Adam learning rate

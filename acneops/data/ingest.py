@@ -13,7 +13,7 @@ from typing import Any
 from acneops.core.config import require
 from acneops.core.errors import StageError
 from acneops.core.io import sha256_bytes, write_csv, write_json
-from acneops.core.paths import IMAGES_SUBDIR, LABELS_FILE
+from acneops.core.paths import DATA_DIR, IMAGES_SUBDIR, INGEST_DIR, LABELS_FILE, REPORTS_DIR
 from acneops.data.records import Item, Quarantine
 from acneops.data.split import (
     split_table,
@@ -39,9 +39,9 @@ VALID_SPLITS = ("train", "val", "test")
 class IngestConfig:
     """Params section ``ingest``."""
 
-    data_dir: Path = Path("data")  # raw layout: images/ + labels.csv
-    out_dir: Path = Path("datasets/ingest")  # manifest.csv + contract.json
-    report_path: Path = Path("reports/ingest.json")  # counts + every quarantined row
+    data_dir: Path = DATA_DIR  # raw layout: images/ + labels.csv
+    out_dir: Path = INGEST_DIR  # manifest.csv + contract.json
+    report_path: Path = REPORTS_DIR / "ingest.json"  # counts + every quarantined row
     classes: tuple[str, ...] = ("healthy", "mild", "moderate", "severe")  # expected labels, in order
     seed: int = 0  # split seed
     val_fraction: float = 0.1  # share of each class put in val (carved from train under a fixed train/test split)

@@ -17,6 +17,7 @@ from typing import Any
 from acneops.core.config import require
 from acneops.core.errors import StageError
 from acneops.core.io import read_csv, read_json, sha256_bytes, write_csv, write_json
+from acneops.core.paths import DATA_DIR, INGEST_DIR, MODELS_DIR, REPORTS_DIR, RESTORED_DIR
 from acneops.data.access import MANIFEST, SPLITS, check_access
 
 RESTORERS = ("lanczos", "sr")
@@ -31,11 +32,11 @@ SPLIT_FIELDS = ["file", "label", "lesions", "source", "split", "restorer", "orig
 class RestoreConfig:
     """Params section ``restore``."""
 
-    ingest_dir: Path = Path("datasets/ingest")  # manifest.csv + contract.json from ingest
-    data_dir: Path = Path("data")  # raw images (manifest paths are relative to it)
-    out_dir: Path = Path("datasets/restored")  # <split>/images/*.png + <split>/manifest.csv
-    report_path: Path = Path("reports/restore.json")  # counts + PSNR/SSIM of both restorers
-    sr_dir: Path = Path("models/sr")  # sr.pt checkpoint + sr.json
+    ingest_dir: Path = INGEST_DIR  # manifest.csv + contract.json from ingest
+    data_dir: Path = DATA_DIR  # raw images (manifest paths are relative to it)
+    out_dir: Path = RESTORED_DIR  # <split>/images/*.png + <split>/manifest.csv
+    report_path: Path = REPORTS_DIR / "restore.json"  # counts + PSNR/SSIM of both restorers
+    sr_dir: Path = MODELS_DIR / "sr"  # sr.pt checkpoint + sr.json
     resolution: int = 64  # px, side of every restored image (GAN resolution; the paper uses 1024)
     restorer: str = "lanczos"  # lanczos | sr: how images smaller than resolution are enlarged
     compare_restorers: bool = True  # train sr and measure both restorers even when restorer is lanczos

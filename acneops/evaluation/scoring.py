@@ -10,6 +10,7 @@ from acneops.audit import AuditConfig
 from acneops.core.config import require, to_dict
 from acneops.core.errors import StageError
 from acneops.core.io import sha256_file, write_json
+from acneops.core.paths import REPORTS_DIR, RESTORED_DIR, SYNTHETIC_DIR, classifier_checkpoint, gan_checkpoint
 from acneops.metrics import DEFAULT_CACHE_DIR, EXTRACTOR_NAMES
 
 SECTION = "evaluate"  # params section (named in error messages)
@@ -26,12 +27,11 @@ REPORT_FILE = "report.md"
 
 
 
-DEFAULT_CLASSIFIERS = {s: Path(f"models/classifier/{s}/best.pt") for s in ("synthetic", "real", "augmented")}
+DEFAULT_CLASSIFIERS = {s: classifier_checkpoint(s) for s in ("synthetic", "real", "augmented")}
 
 
 
-DEFAULT_GENERATORS = {"healthy": Path("models/gan/healthy/final.pt"),
-                      **{c: Path(f"models/gan/{c}/final.pt") for c in ("mild", "moderate", "severe", "all")}}
+DEFAULT_GENERATORS = {c: gan_checkpoint(c) for c in ("healthy", "mild", "moderate", "severe", "all")}
 
 
 
@@ -39,17 +39,17 @@ DEFAULT_GENERATORS = {"healthy": Path("models/gan/healthy/final.pt"),
 class EvaluateConfig:
     """params.yaml section ``evaluate`` (plus the shared ``audit`` section)."""
 
-    restored_dir: Path = Path("datasets/restored")  # restored real splits (<split>/manifest.csv)
+    restored_dir: Path = RESTORED_DIR  # restored real splits (<split>/manifest.csv)
     # scenario -> classifier checkpoint, each scored on the real test split
     classifiers: dict[str, Path] = dataclasses.field(default_factory=lambda: dict(DEFAULT_CLASSIFIERS))
-    sorter: str = "models/classifier/sorter/best.pt"  # severity sorter checkpoint; "" = none (e.g. the mask task)
+    sorter: str = str(classifier_checkpoint("sorter"))  # severity sorter checkpoint; "" = none (e.g. the mask task)
     # generator name (a class, or 'all') -> GAN checkpoint
     generators: dict[str, Path] = dataclasses.field(default_factory=lambda: dict(DEFAULT_GENERATORS))
     # generator name -> real classes it is compared with; default [name], and 'all' = the sorter's classes
     generator_labels: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     # generator name -> stats.jsonl to plot; default <checkpoint dir>/stats.jsonl
     gan_logs: dict[str, Path] = dataclasses.field(default_factory=dict)
-    synthetic_dir: str = "datasets/synthetic"  # exported synthetic set (manifest.csv): audit + grids; "" = none
+    synthetic_dir: str = str(SYNTHETIC_DIR)  # exported synthetic set (manifest.csv): audit + grids; "" = none
     extractor: str = "domain"  # feature space of FD/KID/PRDC and the audit: domain | tiny | inception
     extractor_checkpoint: str = ""  # domain: classifier checkpoint of the feature space; "" = classifiers.real
     inception_weights: str = ""  # inception: local pt_inception-2015-12-05-6726825d.pth
@@ -68,8 +68,8 @@ class EvaluateConfig:
     grid_images: int = 16  # synthetic images per class in reports/grids/<class>.png, count
     grid_ncol: int = 8  # images per grid row, count
     repo_root: Path = Path(".")  # repository root: its git commit and data.dvc md5 go into the report
-    reports_dir: Path = Path("reports")  # confusion_*, audit_evaluate_*, grids/, gan_curves/, plots/, report.md
-    metrics_path: Path = Path("reports/metrics.json")  # DVC metrics file
+    reports_dir: Path = REPORTS_DIR  # confusion_*, audit_evaluate_*, grids/, gan_curves/, plots/, report.md
+    metrics_path: Path = REPORTS_DIR / "metrics.json"  # DVC metrics file
     audit: AuditConfig = dataclasses.field(default_factory=AuditConfig)  # top-level params section `audit`
 
     def __post_init__(self) -> None:

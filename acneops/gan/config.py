@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from acneops.core.config import ConfigError, require
+from acneops.core.paths import REPORTS_DIR, RESTORED_DIR
 from acneops.gan.ada import AugmentSpecError, augment_kwargs
 
 # keys a resume may change: they do not alter the weights of the steps already taken
@@ -31,7 +32,7 @@ class TrainGanConfig:
     family: str = "stylegan2"  # stylegan2 | dcgan
     labels: tuple[str, ...] = ()  # classes of the restored TRAIN split to train on (or use image_dir)
     image_dir: str = ""  # folder of PNGs to train on instead of labels (e.g. a sorted synthetic set); "" = off
-    restored_dir: Path = Path("datasets/restored")  # restore stage output (<split>/manifest.csv + images)
+    restored_dir: Path = RESTORED_DIR  # restore stage output (<split>/manifest.csv + images)
     resolution: int = 64  # image side, px (power of two; larger square images are downscaled to it on load)
     z_dim: int = 512  # latent z size
     w_dim: int = 512  # intermediate latent w size (stylegan2)
@@ -96,11 +97,11 @@ class TrainGanConfig:
 
     @property
     def metrics_file(self) -> Path:
-        return Path(self.metrics_path or f"reports/train_gan/{self.name}.json")
+        return Path(self.metrics_path or REPORTS_DIR / "train_gan" / f"{self.name}.json")
 
     @property
     def plots_file(self) -> Path:
-        return Path(self.plots_path or f"reports/train_gan/{self.name}_stats.json")
+        return Path(self.plots_path or REPORTS_DIR / "train_gan" / f"{self.name}_stats.json")
 
     def batch_gpu(self, world: int) -> int:
         """Images per process per step; the total batch must split evenly."""

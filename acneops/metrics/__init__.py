@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from acneops.core.config import build, require
+from acneops.core.paths import DATASETS_DIR
 
 EXTRACTOR_NAMES = ("inception", "domain", "tiny")
-DEFAULT_CACHE_DIR = Path("datasets/.feature_cache")  # under the git-ignored datasets/, outside every DVC out
+DEFAULT_CACHE_DIR = DATASETS_DIR / ".feature_cache"  # under the git-ignored datasets/, outside every DVC out
 
 
 @dataclasses.dataclass(frozen=True)

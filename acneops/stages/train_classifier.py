@@ -30,6 +30,7 @@ from acneops.core.config import (
     check_upstream,
     to_dict,
 )
+from acneops.core.paths import RESTORED_DIR
 from acneops.stages.params import foreach_values
 
 # acneops.stages.run_stage: the training loop (acneops.classify.train.fit) opens its own MLflow run, logs per
@@ -41,7 +42,7 @@ def config_from_params(params: dict[str, Any], name: str | None) -> TrainClassif
     """The config of run ``name``: section defaults overridden by ``runs[name]``."""
     values, _ = foreach_values(params, SECTION, name)
     values["name"] = name
-    reads = values.get("synthetic_dir") or Path(str(values.get("restored_dir", "datasets/restored"))) / "train"
+    reads = values.get("synthetic_dir") or Path(str(values.get("restored_dir", RESTORED_DIR))) / "train"
     check_upstream(values, reads, f"{SECTION}.runs.{name}")
     pretrained = values.pop("pretrained", False)
     if pretrained is None or not isinstance(pretrained, (bool, str)):

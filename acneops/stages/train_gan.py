@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from acneops.core.config import ConfigError, build, check_upstream
+from acneops.core.paths import REPORTS_DIR, RESTORED_DIR, gan_dir
 from acneops.gan.config import TrainGanConfig, TrainGanResult
 from acneops.stages.params import foreach_values
 
@@ -45,7 +46,7 @@ def upstream_of(values: dict[str, Any]) -> Path:
         return Path(str(values["image_dir"]))
     if values.get("resume_from"):
         return Path(str(values["resume_from"])).parent
-    return Path(str(values.get("restored_dir", "datasets/restored"))) / "train"
+    return Path(str(values.get("restored_dir", RESTORED_DIR))) / "train"
 
 
 def config_from_params(params: dict[str, Any], name: str | None) -> TrainGanConfig:
@@ -55,9 +56,9 @@ def config_from_params(params: dict[str, Any], name: str | None) -> TrainGanConf
     check_upstream(values, upstream_of(values), f"train_gan.runs.{name}")
     if "image_dir" in override and "labels" not in override:  # a folder run drops the common labels
         values["labels"] = []
-    values.setdefault("out_dir", f"models/gan/{name}")
-    values.setdefault("metrics_path", f"reports/train_gan/{name}.json")
-    values.setdefault("plots_path", f"reports/train_gan/{name}_stats.json")
+    values.setdefault("out_dir", str(gan_dir(name)))
+    values.setdefault("metrics_path", str(REPORTS_DIR / "train_gan" / f"{name}.json"))
+    values.setdefault("plots_path", str(REPORTS_DIR / "train_gan" / f"{name}_stats.json"))
     if values.get("family") == "dcgan":  # DCGAN has no R1/path length/style mixing: neutralise inherited keys
         explicit = {k: override[k] for k in STYLEGAN_ONLY if k in override and override[k] != STYLEGAN_ONLY[k]}
         if explicit:

@@ -15,6 +15,7 @@ import numpy as np
 from acneops.audit import AuditConfig, AuditResult
 from acneops.core.config import ConfigError, require
 from acneops.core.errors import AcneopsError, StageError
+from acneops.core.paths import REPORTS_DIR, RESTORED_DIR, SYNTHETIC_DIR, classifier_checkpoint, gan_checkpoint
 
 MANIFEST_FIELDS = ["file", "label", "seed", "psi", "generator", "generator_sha256", "nn_feature_dist",
                    "nn_pixel_dist", "audit"]
@@ -49,8 +50,7 @@ EXTRACTORS = ("domain", "tiny", "inception")
 
 
 
-DEFAULT_GENERATORS = {"healthy": "models/gan/healthy/final.pt", "mild": "models/gan/mild/final.pt",
-                      "moderate": "models/gan/moderate/final.pt", "severe": "models/gan/severe/final.pt"}
+DEFAULT_GENERATORS = {c: str(gan_checkpoint(c)) for c in ("healthy", "mild", "moderate", "severe")}
 
 
 
@@ -63,9 +63,9 @@ class SynthesizeConfig:
         default_factory=lambda: {c: Path(p) for c, p in DEFAULT_GENERATORS.items()})
     counts: dict[str, int] = dataclasses.field(  # class -> images exported, count
         default_factory=lambda: dict.fromkeys(DEFAULT_GENERATORS, 150))
-    out_dir: Path = Path("datasets/synthetic")  # <class>/<class>_seed<seed>.png + manifest.csv
-    report_path: Path = Path("reports/synthesize.json")  # per-class counts; audit reports go beside it
-    restored_dir: Path = Path("datasets/restored")  # real TRAIN split read for the anonymity audit
+    out_dir: Path = SYNTHETIC_DIR  # <class>/<class>_seed<seed>.png + manifest.csv
+    report_path: Path = REPORTS_DIR / "synthesize.json"  # per-class counts; audit reports go beside it
+    restored_dir: Path = RESTORED_DIR  # real TRAIN split read for the anonymity audit
     # truncation psi in (0, 1]; 1 = none: the classifiers trained on these images need the full diversity
     # (truncation raises FID-style fidelity but lowers Classification Accuracy Score, Ravuri & Vinyals 2019);
     # a DCGAN generator has no truncation and needs 1
@@ -73,7 +73,7 @@ class SynthesizeConfig:
     seed: int = 0  # base seed in [0, MAX_SEED]: class k uses seed*1e7 + k*1e6 + i
     batch: int = 32  # generation batch, images
     audit_extractor: str = "domain"  # audit feature space: domain | tiny | inception
-    audit_checkpoint: Path | None = Path("models/classifier/real/best.pt")  # domain: classifier; inception: weights
+    audit_checkpoint: Path | None = classifier_checkpoint("real")  # domain: classifier; inception: weights
     max_rounds: int = 3  # extra generation rounds replacing flagged images, count
     max_shortfall: float = 0.1  # largest missing share of any class's count; above it the stage fails
     audit: AuditConfig = dataclasses.field(default_factory=AuditConfig)  # near-copy thresholds (section audit)
