@@ -37,8 +37,8 @@ class RestoreConfig:
     out_dir: Path = RESTORED_DIR  # <split>/images/*.png + <split>/manifest.csv
     report_path: Path = REPORTS_DIR / "restore.json"  # counts + PSNR/SSIM of both restorers
     sr_dir: Path = MODELS_DIR / "sr"  # sr.pt checkpoint + sr.json
-    resolution: int = 64  # px, side of every restored image (GAN resolution; the paper uses 1024)
-    restorer: str = "lanczos"  # lanczos | sr: how images smaller than resolution are enlarged
+    resolution: int = 32  # px, side of every restored image (GAN resolution; the paper uses 1024)
+    restorer: str = "sr"  # lanczos | sr: how images smaller than resolution are enlarged
     compare_restorers: bool = True  # train sr and measure both restorers even when restorer is lanczos
     holdout_fraction: float = 0.2  # share of high-res train images held out to measure the restorers
     sr_scale: int = 2  # shrink factor of sr training pairs and of the held-out measurement

@@ -56,7 +56,7 @@ class EvaluateConfig:
     inception_sha256: str = ""  # inception: expected SHA-256 of that file; "" = not checked
     feature_batch: int = 32  # images per feature-extractor forward pass
     cache_dir: Path = DEFAULT_CACHE_DIR  # feature statistics cache of the real image sets
-    n_fake: int = 300  # images generated per generator for FD/KID/PRDC and class fidelity, count
+    n_fake: int = 200  # images generated per generator for FD/KID/PRDC and class fidelity, count
     psi: float = 1.0  # truncation psi of stylegan2 generators (dcgan has none: always 1)
     seed: int = 0  # first generation seed (seeds seed..seed+n_fake-1); also KID subsets and the tiny net
     kid_subsets: int = 100  # KID: random subsets, count

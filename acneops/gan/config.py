@@ -33,35 +33,35 @@ class TrainGanConfig:
     labels: tuple[str, ...] = ()  # classes of the restored TRAIN split to train on (or use image_dir)
     image_dir: str = ""  # folder of PNGs to train on instead of labels (e.g. a sorted synthetic set); "" = off
     restored_dir: Path = RESTORED_DIR  # restore stage output (<split>/manifest.csv + images)
-    resolution: int = 64  # image side, px (power of two; larger square images are downscaled to it on load)
-    z_dim: int = 512  # latent z size
-    w_dim: int = 512  # intermediate latent w size (stylegan2)
-    mapping_layers: int = 8  # mapping network depth (stylegan2)
-    channel_base: int = 32768  # channels at resolution r = min(channel_base / r, channel_max) (stylegan2)
-    channel_max: int = 512  # maximum feature maps per layer (stylegan2)
+    resolution: int = 32  # image side, px (power of two; larger square images are downscaled to it on load)
+    z_dim: int = 128  # latent z size (NVIDIA config F: 512)
+    w_dim: int = 128  # intermediate latent w size (stylegan2; config F: 512)
+    mapping_layers: int = 2  # mapping network depth (stylegan2; config F: 8)
+    channel_base: int = 1024  # channels at resolution r = min(channel_base / r, channel_max) (stylegan2; F: 32768)
+    channel_max: int = 64  # maximum feature maps per layer (stylegan2; config F: 512)
     conv_clamp: float = 256.0  # clamp of conv outputs as NVIDIA's train.py; 0 = none (stylegan2)
     mbstd_group: int = 4  # minibatch-std group size of D (stylegan2)
     base_channels: int = 64  # DCGAN width: feature maps of the 32x32 layer (dcgan)
-    batch: int = 32  # total minibatch over all processes, images
-    total_kimg: float = 25.0  # training length, thousands of real images shown to D
+    batch: int = 16  # total minibatch over all processes, images
+    total_kimg: float = 20.0  # training length, thousands of real images shown to D
     snapshot_kimg: float = 1.0  # checkpoint + sample grid every this many kimg
     tick_kimg: float = 0.25  # stats line every this many kimg
-    lr_g: float = 0.0025  # G Adam learning rate
-    lr_d: float = 0.0025  # D Adam learning rate
+    lr_g: float = 0.005  # G Adam learning rate (NVIDIA: 0.0025)
+    lr_d: float = 0.005  # D Adam learning rate (NVIDIA: 0.0025)
     betas: tuple[float, float] = (0.0, 0.99)  # Adam betas (DCGAN paper: 0.5, 0.999)
-    r1_gamma: float = 10.0  # R1 weight gamma; 0 = off
+    r1_gamma: float = 0.0128  # R1 weight gamma; 0 = off (NVIDIA auto: 0.0002 * resolution^2 / batch)
     r1_interval: int = 16  # lazy R1 every this many minibatches
-    pl_weight: float = 2.0  # path length weight; 0 = off
+    pl_weight: float = 0.0  # path length weight; 0 = off (NVIDIA: 2)
     pl_interval: int = 4  # lazy path length every this many minibatches
     pl_batch_shrink: int = 2  # path length minibatch = batch / this
     pl_decay: float = 0.01  # EMA decay of the path length target
-    style_mixing: float = 0.9  # style mixing probability, 0..1
-    ema_kimg: float = 10.0  # G_ema half-life, kimg; 0 = G_ema is a copy of G
+    style_mixing: float = 0.0  # style mixing probability, 0..1 (NVIDIA: 0.9)
+    ema_kimg: float = 5.0  # G_ema half-life, kimg; 0 = G_ema is a copy of G
     ema_rampup: float = 0.05  # EMA half-life at most cur_nimg * this (NVIDIA's rampup); 0 = none
-    ada: bool = True  # adaptive discriminator augmentation
+    ada: bool = False  # adaptive discriminator augmentation (NVIDIA: on)
     ada_target: float = 0.6  # target of r_t = E[sign(D(real))]
     ada_interval: int = 4  # adjust p every this many minibatches
-    ada_kimg: float = 500.0  # kimg for p to move by 1
+    ada_kimg: float = 100.0  # kimg for p to move by 1 (NVIDIA: 500; 100 for short / transfer runs)
     augment: str = "bgc"  # preset (blit, geom, color, bg, bgc) or transforms joined by '+', e.g. xflip+hue
     augment_p: float = 0.0  # initial p (the fixed p when ada is false; 0 and ada false = no augmentation)
     resume_from: str = ""  # base checkpoint for transfer learning (weights only); "" = from scratch

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from acneops import tracking
-from acneops.core.io import append_jsonl, read_jsonl, write_json, write_text
+from acneops.core.io import append_jsonl, read_jsonl, sha256_file, write_json, write_text
 from acneops.gan import checkpoint as ckpt_io
 from acneops.gan import dist as gan_dist
 from acneops.gan.bank import ImageBank, training_files
@@ -209,7 +209,7 @@ def _finish(cfg: TrainGanConfig, run: tracking.Run, sha: str, state: TrainState,
     final = cfg.out_dir / FINAL
     if (cfg.out_dir / CHECKPOINT).is_file():
         os.replace(cfg.out_dir / CHECKPOINT, final)
-    run.set_tags({"checkpoint_path": str(final.resolve()), "checkpoint_sha256": sha or ckpt_io.sha256_file(final)})
+    run.set_tags({"checkpoint_path": str(final.resolve()), "checkpoint_sha256": sha or sha256_file(final)})
     write_reports(cfg, state.cur_nimg, num_images)
     return final
 
@@ -229,7 +229,7 @@ def _finished(cfg: TrainGanConfig, resume: dict[str, Any] | None, dist: gan_dist
         return None
     if dist.is_main and not (cfg.metrics_file.is_file() and cfg.plots_file.is_file()):
         write_reports(cfg, int(resume["cur_nimg"]), int(resume.get("num_images", 0)))
-    return TrainGanResult(cfg.name, final, ckpt_io.sha256_file(final), int(resume["cur_nimg"]), True,
+    return TrainGanResult(cfg.name, final, sha256_file(final), int(resume["cur_nimg"]), True,
                           str(resume.get("mlflow_run_id", "")))
 
 
@@ -270,7 +270,7 @@ def train(cfg: TrainGanConfig) -> TrainGanResult:
             sha = _loop(state, cfg, bank, run, dist)
             final = _finish(cfg, run, sha, state, len(bank)) if dist.is_main else cfg.out_dir / FINAL
         gan_dist.barrier(dist)
-        return TrainGanResult(cfg.name, final, sha or ckpt_io.sha256_file(final), state.cur_nimg,
+        return TrainGanResult(cfg.name, final, sha or sha256_file(final), state.cur_nimg,
                               resume is not None, run.run_id)
     finally:
         gan_dist.shutdown(dist)

@@ -86,10 +86,11 @@ def test_bad_images_are_clear_errors(tmp_path):
 def _classifier_checkpoint(path: Path, img_size: int = 32) -> torch.nn.Module:
     import timm
 
+    from acneops.classify.backbones import save_checkpoint
+
     torch.manual_seed(0)
     model = timm.create_model("resnet18", pretrained=False, num_classes=3).eval()
-    torch.save({"model": model.state_dict(), "step": 7,
-                "model_args": {"arch": "resnet18", "num_classes": 3, "img_size": img_size}}, path)
+    save_checkpoint(path, model, {"arch": "resnet18", "num_classes": 3, "img_size": img_size}, epoch=7)
     return model
 
 
@@ -114,10 +115,13 @@ def test_domain_bad_checkpoints(tmp_path):
         get_extractor("domain", checkpoint=tmp_path / "missing.pt")
     with pytest.raises(AcneopsError, match="domain_checkpoint"):
         get_extractor("domain")
+    from acneops.core.checkpoint import save_checkpoint
+
     torch.save({"weights": {}}, tmp_path / "other.pt")
-    with pytest.raises(AcneopsError, match="model_args"):
+    with pytest.raises(AcneopsError, match="other.pt: not an acneops classifier checkpoint"):
         get_extractor("domain", checkpoint=tmp_path / "other.pt")
-    torch.save({"model": {}, "model_args": {"arch": "resnet18", "num_classes": 3}}, tmp_path / "empty.pt")
+    save_checkpoint(tmp_path / "empty.pt", "classifier", {"model": {}, "family": "resnet18", "step": 0, "config": {},
+                                                          "model_args": {"arch": "resnet18", "num_classes": 3}})
     with pytest.raises(AcneopsError, match="weights do not"):
         get_extractor("domain", checkpoint=tmp_path / "empty.pt")
 

@@ -53,7 +53,7 @@ def run_both(root: Path, data: Path, **kw) -> restore_lib.RestoreConfig:
     ingest.run(icfg)
     values = dict(ingest_dir=root / "ingest", data_dir=data, out_dir=root / "restored",
                   report_path=root / "reports/restore.json", sr_dir=root / "models/sr", resolution=RES,
-                  sr_steps=4, sr_batch=2, sr_patch=16, sr_channels=4, sr_blocks=1, workers=1)
+                  restorer="lanczos", sr_steps=4, sr_batch=2, sr_patch=16, sr_channels=4, sr_blocks=1, workers=1)
     values.update(kw)
     cfg = restore_lib.RestoreConfig(**values)
     restore.run(cfg)

@@ -12,6 +12,7 @@ import torch
 
 from acneops.core.config import ConfigError
 from acneops.core.errors import AcneopsError
+from acneops.core.io import sha256_file
 from acneops.gan import checkpoint
 from acneops.gan import dist as gan_dist
 from acneops.gan.config import TrainGanConfig
@@ -183,7 +184,7 @@ def test_tiny_run_leaves_the_documented_trail(tmp_path, monkeypatch, family):
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     mlrun = client.get_run(result.run_id)
     assert mlrun.info.status == "FINISHED" and mlrun.data.params["family"] == family
-    assert mlrun.data.tags["checkpoint_sha256"] == result.sha256 == checkpoint.sha256_file(out / "final.pt")
+    assert mlrun.data.tags["checkpoint_sha256"] == result.sha256 == sha256_file(out / "final.pt")
     assert [m.step for m in client.get_metric_history(result.run_id, "loss_G")] == [4, 8, 12]
     assert len(client.list_artifacts(result.run_id, "grids")) == 2
 

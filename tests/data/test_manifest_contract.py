@@ -57,7 +57,7 @@ def fixture_ingest(tmp_path_factory) -> Path:
     ingest.run(cfg)
     restore.run(restore_lib.RestoreConfig(ingest_dir=root / "ingest", data_dir=data, out_dir=root / "restored",
                                       report_path=root / "restore.json", sr_dir=root / "sr", resolution=32,
-                                      compare_restorers=False, sr_patch=16, workers=1))
+                                      restorer="lanczos", compare_restorers=False, sr_patch=16, workers=1))
     return root / "ingest"
 
 

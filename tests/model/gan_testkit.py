@@ -29,7 +29,9 @@ TINY = {
     "lr_d": 0.0025,
     "r1_gamma": 0.1,
     "r1_interval": 4,
+    "pl_weight": 2.0,  # path length and style mixing on (NVIDIA's values): the tests exercise those code paths
     "pl_interval": 2,
+    "style_mixing": 0.9,
     "ema_kimg": 0.05,
     "ema_rampup": 0.05,
     "ada": True,
