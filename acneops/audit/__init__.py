@@ -87,21 +87,25 @@ class AuditConfig:
         require(self.block_size >= 1, f"{where}.block_size must be >= 1")
 
 
-def _flipped_features(extractor: Any, images: list[Path] | np.ndarray, chunk: int = 256) -> np.ndarray:
-    """Features of the horizontally flipped images, extracted in chunks to bound memory."""
+def _flipped_features(extractor: Any, images: list[Path] | np.ndarray, desc: str, chunk: int = 256) -> np.ndarray:
+    """Features of the horizontally flipped images, extracted in chunks to bound memory (one bar: ``desc``)."""
+    from acneops.core.progress import progress
+
     parts = []
-    for start in range(0, len(images), chunk):
-        batch = [np.ascontiguousarray(image_at(images, i)[:, ::-1])
-                 for i in range(start, min(start + chunk, len(images)))]
-        parts.append(np.asarray(extractor.extract(batch, progress=False), dtype=np.float64))
+    with progress(total=len(images), desc=desc, unit="img", leave=False) as bar:
+        for start in range(0, len(images), chunk):
+            batch = [np.ascontiguousarray(image_at(images, i)[:, ::-1])
+                     for i in range(start, min(start + chunk, len(images)))]
+            parts.append(np.asarray(extractor.extract(batch, progress=False), dtype=np.float64))
+            bar.update(len(batch))
     return np.concatenate(parts)
 
 
-def _features(extractor: Any, images: list[Path] | np.ndarray, pixels: np.ndarray) -> np.ndarray:
-    """Extractor features, or the pixel vectors themselves when ``extractor`` is None."""
+def _features(extractor: Any, images: list[Path] | np.ndarray, pixels: np.ndarray, desc: str) -> np.ndarray:
+    """Extractor features (a progress bar named ``desc``), or the pixel vectors when ``extractor`` is None."""
     if extractor is None:
         return pixels
-    return np.asarray(extractor.extract(images, progress=False), dtype=np.float64)
+    return np.asarray(extractor.extract(images, progress=True, desc=desc), dtype=np.float64)
 
 
 # ----------------------------------------------------------------------------- audit
@@ -204,16 +208,28 @@ def _names(given: Sequence[str] | None, images: Any, prefix: str) -> tuple[str, 
 
 
 class _Laps:
-    """Wall seconds per phase: ``lap(name)`` closes the phase that started at the previous lap."""
+    """Wall seconds per phase: ``lap(name)`` closes the phase that started at the previous lap.
 
-    def __init__(self) -> None:
+    Also the audit's progress bar: one step per phase, named ``audit <name>``; ``close()`` ends it.
+    """
+
+    def __init__(self, desc: str, phases: int) -> None:
+        from acneops.core.progress import progress
+
         self.seconds: dict[str, float] = {}
         self._clock = time.perf_counter()
+        self.desc = desc
+        self.bar = progress(total=phases, desc=desc, unit="phase")
 
     def lap(self, phase: str) -> None:
         now = time.perf_counter()
         self.seconds[phase] = round(self.seconds.get(phase, 0.0) + now - self._clock, 4)
         self._clock = now
+        self.bar.set_postfix_str(f"{phase} done", refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def _held_out_statistics(
@@ -222,7 +238,7 @@ def _held_out_statistics(
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """C_T in feature and pixel space and the membership AUCs, which need the real test split."""
     test_pix = pixel_vectors(test, cfg.pixel_size, cfg.pixel_normalize)
-    test_f = _features(extractor, test, test_pix)
+    test_f = _features(extractor, test, test_pix, f"{laps.desc}: features (real test)")
     laps.lap("test_features")
     ct, ct_pix = data_copying_ct(syn_f, train_f, test_f, cfg), data_copying_ct(syn_pix, train_pix, test_pix, cfg)
     laps.lap("data_copying")
@@ -247,9 +263,10 @@ def run_audit(
 ) -> AuditResult:
     """Audit ``synthetic`` against ``real_train`` (paths or uint8 (N, H, W, 3) arrays).
 
-    ``extractor`` has ``extract(images, progress=False) -> (N, D)`` (``acneops.metrics.features``);
+    ``extractor`` has ``extract(images, progress=..., desc=...) -> (N, D)`` (``acneops.metrics.features``);
     None uses the pixel vectors as features. Without ``real_test`` (the synthesize stage may not read
-    the test split) C_T and membership inference are reported as not computed.
+    the test split) C_T and membership inference are reported as not computed. Progress: a bar
+    ``audit <name>`` over the phases and one per feature extraction, on stderr (:mod:`acneops.core.progress`).
     """
     syn = as_images(synthetic, "synthetic images")
     train = as_images(real_train, "real train images")
@@ -257,16 +274,19 @@ def run_audit(
         raise AcneopsError(f"real train images: the audit needs at least 2, got {len(train)}")
     test = None if real_test is None else as_images(real_test, "real test images")
     syn_names, train_names = _names(synthetic_names, syn, "synthetic"), _names(real_names, train, "train")
-    laps = _Laps()
+    laps = _Laps(f"audit {name}", phases=3 if test is None else 6)
     specs = view_specs(cfg.crop_scales, cfg.crop_positions, cfg.check_flips)
     syn_pix = pixel_vectors(syn, cfg.pixel_size, cfg.pixel_normalize)
     train_views = pixel_views(train, cfg.pixel_size, specs, cfg.pixel_normalize)
     train_pix = train_views[0]
     laps.lap("pixel_vectors")
-    syn_f, train_f = _features(extractor, syn, syn_pix), _features(extractor, train, train_pix)
+    desc = f"audit {name}: features"
+    syn_f = _features(extractor, syn, syn_pix, f"{desc} (synthetic)")
+    train_f = _features(extractor, train, train_pix, f"{desc} (real train)")
     train_f_flip = None
     if cfg.check_flips:
-        train_f_flip = train_views[1] if extractor is None else _flipped_features(extractor, train)
+        train_f_flip = (train_views[1] if extractor is None
+                        else _flipped_features(extractor, train, f"{desc} (real train, mirrored)"))
     laps.lap("features")
     copy = audit_copies(syn_f, train_f, syn_pix, train_pix, cfg, real_feats_flipped=train_f_flip,
                         real_pixel_views=train_views[1:], view_names=[v.name for v in specs])
@@ -274,6 +294,7 @@ def run_audit(
     ct = ct_pix = membership = {"status": NOT_COMPUTED}
     if test is not None:
         ct, ct_pix, membership = _held_out_statistics(test, extractor, cfg, laps, syn_f, train_f, syn_pix, train_pix)
+    laps.close()
     return AuditResult(
         name=name, config=cfg,
         feature_space="pixels" if extractor is None else str(getattr(extractor, "name", type(extractor).__name__)),

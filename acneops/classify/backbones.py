@@ -258,12 +258,15 @@ def predict(
     model_args: dict[str, Any],
     images: np.ndarray | Sequence[str | Path],
     batch: int = 64,
+    desc: str | None = None,
 ) -> np.ndarray:
     """Class probabilities (N, C) float32 for uint8 images (N, H, W, 3) or image file paths.
 
     Images are resized to ``model_args['img_size']`` and normalised exactly as in validation.
+    ``desc`` (the stage and class, e.g. ``"sort: sorter labels"``): a progress bar on stderr; None: no bar.
     """
     from acneops.classify.data import eval_transform
+    from acneops.core.progress import progress
     from acneops.data.decode import read_rgb
 
     tf = eval_transform(model_args["img_size"], model_args["mean"], model_args["std"])
@@ -275,12 +278,14 @@ def predict(
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), progress(total=n, desc=desc or "predict", unit="img", leave=False,
+                                          disable=desc is None) as bar:
         for start in range(0, n, batch):
             chunk = images[start : start + batch]
             pil = [_to_pil(x) for x in chunk] if is_array else [read_rgb(p) for p in chunk]
             x = torch.stack([tf(im) for im in pil]).to(device)  # (B, 3, S, S)
             probs[start : start + len(pil)] = torch.softmax(model(x).float(), dim=1).cpu().numpy()
+            bar.update(len(pil))
     model.train(was_training)
     return probs
 

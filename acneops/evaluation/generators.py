@@ -97,7 +97,7 @@ def _fidelity(images: np.ndarray, name: str, real: list[str], judge: tuple[Any, 
     labels = [str(x) for x in args["labels"]]
     if not set(real) <= set(labels):
         return None
-    probs = predict(model, args, images, batch=batch)  # (N, C)
+    probs = predict(model, args, images, batch=batch, desc=f"evaluate {name}: class fidelity")  # (N, C)
     top = probs.argmax(axis=1)
     shares = {c: float(np.mean(top == i)) for i, c in enumerate(labels)}
     return {"judge": judge_name, "labels": labels, "shares": shares, "own": shares.get(name),
@@ -120,10 +120,10 @@ def generator_quality(name: str, checkpoint: Path, cfg: Any, extractor: Any,
     _, family = load_generator(checkpoint)
     psi = cfg.psi if family == "stylegan2" else 1.0  # a DCGAN has no truncation
     seeds = range(cfg.seed, cfg.seed + cfg.n_fake)
-    images = generate(checkpoint, seeds, psi=psi, batch=cfg.batch)  # (N, H, W, 3) uint8
-    fake_feats = extractor.extract(images, batch_size=cfg.feature_batch, progress=False)
+    images = generate(checkpoint, seeds, psi=psi, batch=cfg.batch, desc=f"evaluate {name}: generate")  # (N, H, W, 3)
+    fake_feats = extractor.extract(images, batch_size=cfg.feature_batch, desc=f"evaluate {name}: features (synthetic)")
     real_feats = cached_stats(extractor, real, cfg.cache_dir, keep_features=True, batch_size=cfg.feature_batch,
-                              progress=False).features
+                              desc=f"evaluate {name}: features (real train {'+'.join(labels)})").features
     with one_blas_thread():
         dist = distribution_report(real_feats, fake_feats, extractor.metric_prefix, extractor.kernel_prefix,
                                    extractor.name, cfg.kid_subsets, cfg.kid_subset_size, cfg.nearest_k, cfg.seed)

@@ -188,7 +188,8 @@ def evaluate_classifier(name: str, checkpoint: Path, cfg: EvaluateConfig, strict
                              f"({checkpoint}: {labels})")
         positive = None
     items = real_items(Path(cfg.restored_dir), "test", ROLE, labels)
-    probs = predict(model, args, [it.path for it in items], batch=cfg.batch)  # (N, C)
+    probs = predict(model, args, [it.path for it in items], batch=cfg.batch,
+                    desc=f"evaluate {name}: predict real test")  # (N, C)
     y_true = [it.label for it in items]
     y_pred = [labels[i] for i in probs.argmax(axis=1)]
     report = classification_report(y_true, y_pred, labels, positive=positive)

@@ -53,10 +53,14 @@ def _run(G: "torch.nn.Module", family: str, z: "torch.Tensor", psi: float, noise
 
 
 def synthesize(G: "torch.nn.Module", family: str, seeds: Sequence[int], psi: float = 1.0,
-               noise_mode: str = "const", batch: int = 32, device: str = "cpu") -> np.ndarray:
-    """uint8 images (N, H, W, 3) of an in-memory generator (also used for the training grids)."""
+               noise_mode: str = "const", batch: int = 32, device: str = "cpu", desc: str | None = None) -> np.ndarray:
+    """uint8 images (N, H, W, 3) of an in-memory generator (also used for the training grids).
+
+    ``desc`` (the stage and class): a progress bar over the images on stderr; None: no bar.
+    """
     import torch
 
+    from acneops.core.progress import progress
     from acneops.gan.bank import to_uint8
 
     _check(family, psi, noise_mode)
@@ -64,11 +68,13 @@ def synthesize(G: "torch.nn.Module", family: str, seeds: Sequence[int], psi: flo
     per_image = noise_mode == "random"  # each image gets its own noise stream, so one at a time
     step = 1 if per_image else batch
     out = []
-    with torch.inference_mode():
+    with torch.inference_mode(), progress(total=len(seeds), desc=desc or "generate", unit="img", leave=False,
+                                          disable=desc is None) as bar:
         for start in range(0, len(seeds), step):
             z = z_all[start:start + step].to(device)
             img = _run(G, family, z, psi, noise_mode, seeds[start] if per_image else None)
             out.append(to_uint8(img))
+            bar.update(len(z))
     if not out:
         res = G.img_resolution if hasattr(G, "img_resolution") else 0
         return np.zeros((0, res, res, 3), dtype=np.uint8)
@@ -94,13 +100,16 @@ def load_generator(path: str | Path, device: str = "cpu") -> tuple["torch.nn.Mod
 
 
 def generate(checkpoint: str | Path, seeds: Iterable[int], psi: float = 1.0, batch: int = 32,
-             noise_mode: str = "const", device: str = "cpu") -> np.ndarray:
-    """uint8 images (N, H, W, 3) from the G_ema of ``checkpoint``, one per seed, ``batch`` at a time."""
+             noise_mode: str = "const", device: str = "cpu", desc: str | None = None) -> np.ndarray:
+    """uint8 images (N, H, W, 3) from the G_ema of ``checkpoint``, one per seed, ``batch`` at a time.
+
+    ``desc`` (the stage and class, e.g. ``"sort: generate"``): a progress bar on stderr; None: no bar.
+    """
     seeds = [int(s) for s in seeds]
     if batch < 1:
         raise AcneopsError(f"generate: batch must be >= 1, got {batch}")
     G, family = load_generator(checkpoint, device)
-    return synthesize(G, family, seeds, psi=psi, noise_mode=noise_mode, batch=batch, device=device)
+    return synthesize(G, family, seeds, psi=psi, noise_mode=noise_mode, batch=batch, device=device, desc=desc)
 
 
 def save_images(images: np.ndarray, out_dir: str | Path, names: Sequence[str]) -> list[str]:

@@ -80,8 +80,10 @@ def _write_entry(path: Path, identity: str, shas_sorted: list[str], mu: np.ndarr
 
 def cached_stats(extractor: FeatureExtractor, files: Sequence[str | Path],
                  cache_dir: str | Path = DEFAULT_CACHE_DIR, keep_features: bool = False,
-                 batch_size: int = 64, progress: bool = True) -> FeatureStats:
+                 batch_size: int = 64, progress: bool = True, desc: str | None = None) -> FeatureStats:
     """Feature statistics of the image ``files`` in ``extractor``'s space, from the cache when valid.
+
+    A cache miss extracts with a progress bar named ``desc`` (when ``progress``).
 
     With ``keep_features`` the (N, dim) features are returned (and stored) too, row i for files[i].
     """
@@ -103,7 +105,7 @@ def cached_stats(extractor: FeatureExtractor, files: Sequence[str | Path],
                 first_row.setdefault(sha, row)
             feats = sorted_feats[[first_row[s] for s in shas]]
         return FeatureStats(mu, sigma, feats, len(files), key, path, cache_hit=True)
-    sorted_feats = extractor.extract([files[i] for i in order], batch_size=batch_size, progress=progress)
+    sorted_feats = extractor.extract([files[i] for i in order], batch_size=batch_size, progress=progress, desc=desc)
     mu, sigma = feature_stats(sorted_feats)
     _write_entry(path, extractor.identity, shas_sorted, mu, sigma, sorted_feats if keep_features else None)
     feats = None

@@ -81,18 +81,24 @@ class FeatureExtractor:
         std = torch.tensor(self.std).view(1, 3, 1, 1)
         return ((x - mean) / std).to(self.device)
 
-    def extract(self, images: ImageInput, batch_size: int = 64, progress: bool = True) -> np.ndarray:
-        """Features (N, dim) float64 of uint8 (N, H, W, 3) images or a list of image files/arrays."""
+    def extract(self, images: ImageInput, batch_size: int = 64, progress: bool = True,
+                desc: str | None = None) -> np.ndarray:
+        """Features (N, dim) float64 of uint8 (N, H, W, 3) images or a list of image files/arrays.
+
+        ``progress``: a bar over the images on stderr named ``desc`` (the stage and class; default
+        ``features[<extractor>]``), see :mod:`acneops.core.progress`.
+        """
         import torch
-        from tqdm import tqdm
+
+        from acneops.core.progress import progress as progress_bar
 
         if batch_size < 1:
             raise AcneopsError(f"batch_size must be >= 1, got {batch_size}")
         n = _count(images)
         out = np.empty((n, self.dim), dtype=np.float64)
         done = 0
-        with torch.inference_mode(), tqdm(total=n, unit="img", desc=f"features[{self.name}]",
-                                          disable=not progress, leave=False) as bar:
+        with torch.inference_mode(), progress_bar(total=n, unit="img", desc=desc or f"features[{self.name}]",
+                                                  leave=False, disable=not progress) as bar:
             for batch in _iter_batches(images, batch_size):
                 feats = self._forward(self.preprocess(batch))  # (B, dim)
                 out[done:done + len(batch)] = feats.double().cpu().numpy().reshape(len(batch), -1)

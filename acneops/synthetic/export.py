@@ -253,14 +253,10 @@ class ClassOutcome:
 
 
 def generate_images(path: Path, seeds: list[int], psi: float, batch: int, desc: str) -> np.ndarray:
-    """uint8 (N, H, W, 3), one image per seed, with a progress bar over batches."""
-    from tqdm import tqdm
-
+    """uint8 (N, H, W, 3), one image per seed, with a progress bar named ``desc`` over the images."""
     from acneops.gan import sampling as gen
 
-    parts = [gen.generate(path, seeds[i:i + batch], psi=psi, batch=batch)
-             for i in tqdm(range(0, len(seeds), batch), desc=desc, unit="batch", leave=False, disable=None)]
-    return np.concatenate(parts)
+    return gen.generate(path, seeds, psi=psi, batch=batch, desc=desc)
 
 
 
@@ -291,7 +287,7 @@ def synthesize_class(cfg: SynthesizeConfig, cls: str, info: GeneratorInfo, real:
     clock = {"generate": 0.0, "audit": 0.0}  # seconds
     while True:
         t0 = time.perf_counter()
-        parts.append(generate_images(info.path, new, cfg.psi, cfg.batch, f"synthesize {cls} round {rnd}"))
+        parts.append(generate_images(info.path, new, cfg.psi, cfg.batch, f"synthesize {cls}: generate round {rnd}"))
         images = np.concatenate(parts)
         t1 = time.perf_counter()
         result, exact, own_flags = _audit(cfg, cls, seeds, images, real, extractor)
@@ -324,13 +320,14 @@ def write_dataset(cfg: SynthesizeConfig, outcomes: dict[str, ClassOutcome], info
     from PIL import Image
 
     from acneops.core.io import atomic_dir, save_png, write_csv
+    from acneops.core.progress import progress
 
     rows = []
     with atomic_dir(cfg.out_dir) as tmp:
         for cls, o in outcomes.items():
             (tmp / cls).mkdir()
             c = o.audit.copy
-            for i in o.export:
+            for i in progress(o.export, desc=f"synthesize {cls}: write PNGs", unit="img"):
                 file = image_file(cls, o.seeds[i])
                 save_png(tmp / file, Image.fromarray(o.images[i], "RGB"))
                 rows.append({"file": file, "label": cls, "seed": o.seeds[i], "psi": cfg.psi,

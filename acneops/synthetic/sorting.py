@@ -41,9 +41,9 @@ def label_images(cfg: SortConfig, seeds: np.ndarray) -> tuple[np.ndarray, np.nda
     from acneops.classify.backbones import load_classifier, predict, read_checkpoint
     from acneops.gan.sampling import generate
 
-    images = generate(cfg.generator, seeds, psi=cfg.psi, batch=cfg.batch)  # (N, H, W, 3) uint8
+    images = generate(cfg.generator, seeds, psi=cfg.psi, batch=cfg.batch, desc="sort: generate")  # (N, H, W, 3)
     model, model_args = load_classifier(cfg.sorter)
-    probs = predict(model, model_args, images, batch=cfg.batch)  # (N, C)
+    probs = predict(model, model_args, images, batch=cfg.batch, desc="sort: sorter labels")  # (N, C)
     ckpt_meta = {k: v for k, v in read_checkpoint(cfg.sorter).items() if k in ("metrics", "epoch")}
     return images, probs, list(model_args["labels"]), ckpt_meta
 
@@ -82,12 +82,13 @@ def write_sorted(cfg: SortConfig, images: np.ndarray, seeds: np.ndarray, probs: 
     from PIL import Image
 
     from acneops.core.io import save_png
+    from acneops.core.progress import progress
 
     rows = []
     with atomic_dir(cfg.out_dir) as tmp:
         for c, name in enumerate(labels):
             write_json(tmp / name / "source.json", source)
-        for i in np.flatnonzero(label >= 0):
+        for i in progress(np.flatnonzero(label >= 0), desc="sort: write PNGs", unit="img"):
             name = labels[label[i]]
             file = f"{name}/seed{int(seeds[i]):06d}.png"
             save_png(tmp / file, Image.fromarray(images[i], "RGB"))

@@ -333,3 +333,17 @@ def test_generator_not_named_after_a_class_needs_its_labels(acne, tmp_path):
                "fidelity_judge": "", "sorter": ""}
     with pytest.raises(StageError, match=r"generators\.moderate.*generator_labels\.moderate"):
         evaluate.run(evaluate.config_from_params({**acne["params"], "evaluate": section}))
+
+
+def test_progress_bars_name_the_stage_and_the_generator_or_classifier(acne, tmp_path, monkeypatch, capsys):
+    """stderr shows each loop evaluate waits on: test-split predictions, generation, features, fidelity, audit."""
+    monkeypatch.setenv("TQDM_DELAY", "0")  # bars off a terminal show only slow loops; show these short ones
+    monkeypatch.setenv("TQDM_MININTERVAL", "0")
+    section = {**acne["params"]["evaluate"], "reports_dir": str(tmp_path / "r"), "cache_dir": str(tmp_path / "cache"),
+               "metrics_path": str(tmp_path / "r" / "metrics.json")}  # a fresh cache: real features are extracted
+    evaluate.run(evaluate.config_from_params({**acne["params"], "evaluate": section}))
+    err = capsys.readouterr().err
+    for bar in ("evaluate real: predict real test", "evaluate mild: generate", "evaluate mild: features (synthetic)",
+                "evaluate mild: features (real train", "evaluate mild: class fidelity",
+                "audit evaluate_mild: features (real test)"):
+        assert bar in err, bar

@@ -210,9 +210,9 @@ class _CountingExtractor(FeatureExtractor):
         self.__dict__.update(base.__dict__)
         self.calls = 0
 
-    def extract(self, images, batch_size=64, progress=True):
+    def extract(self, images, batch_size=64, progress=True, desc=None):
         self.calls += len(images)
-        return super().extract(images, batch_size, progress)
+        return super().extract(images, batch_size, progress, desc)
 
 
 def test_cache_hits_reorders_and_invalidates(tmp_path):

@@ -354,3 +354,17 @@ def test_images_flagged_against_their_own_class_are_not_exported(fixture_root: P
     report = json.loads((fixture_root / "own_class" / "reports" / "synthesize.json").read_text())
     assert report["classes"]["healthy"]["flagged_own_class"] >= 1
     assert report["classes"]["mild"]["flagged_own_class"] == 0
+
+
+def test_progress_bars_name_the_stage_and_class(fixture_root: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture) -> None:
+    """stderr shows generation, the audit (phases and feature extractions) and the PNG writes of each class."""
+    monkeypatch.setenv("TQDM_DELAY", "0")  # bars off a terminal show only slow loops; show these short ones
+    monkeypatch.setenv("TQDM_MININTERVAL", "0")
+    run_with(fixture_root, "progress", counts={"healthy": 3, "mild": 2})
+    lines = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    for cls, n in (("healthy", 3), ("mild", 2)):
+        for bar in (f"synthesize {cls}: generate round 0", f"audit synthesize_{cls}: features (synthetic)",
+                    f"synthesize {cls}: write PNGs"):
+            assert any(bar in line and f"{n}/{n}" in line for line in lines), bar
+        assert any(f"audit synthesize_{cls}: 100%" in line for line in lines)
