@@ -111,7 +111,7 @@ def _check_image(image: np.ndarray, where: str) -> np.ndarray:
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise AcneopsError(
             f"{where}: expected a uint8 (H, W, 3) RGB image, got dtype {image.dtype} shape {image.shape}; "
-            "convert with np.asarray(PIL.Image.open(f).convert('RGB'))"
+            "pass the image file's path instead (read by acneops.data.decode.read_rgb)"
         )
     return image
 

@@ -121,3 +121,15 @@ def test_cli_unknown_stage_is_a_clear_error(tmp_path):
         [sys.executable, "-m", "acneops", "run", "no_such_stage"], cwd=tmp_path, capture_output=True, text=True
     )
     assert out.returncode == 1 and "unknown stage 'no_such_stage'" in out.stderr
+
+
+def test_one_flattener_feeds_mlflow_params_and_metrics():
+    """core.config.flatten is the one nested-dict flattener: MLflow params (strings) and metrics (numbers) use it."""
+    from acneops.core.config import flatten, numeric_leaves
+    from acneops.tracking import MAX_PARAM_CHARS, param_strings
+
+    tree = {"a": {"b": 1, "c": {"d": 0.5}}, "e": True, "f": "x", "g": [1, 2], "h": None, "i": {}}
+    assert flatten(tree) == {"a.b": 1, "a.c.d": 0.5, "e": True, "f": "x", "g": [1, 2], "h": None}
+    assert numeric_leaves(tree) == {"a.b": 1.0, "a.c.d": 0.5}  # bools, strings, lists and None dropped
+    assert param_strings({**tree, "long": "y" * (MAX_PARAM_CHARS + 5)}) == {
+        "a.b": "1", "a.c.d": "0.5", "e": "True", "f": "x", "g": "[1, 2]", "h": "None", "long": "y" * MAX_PARAM_CHARS}
