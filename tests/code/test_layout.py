@@ -1,0 +1,93 @@
+"""The package layout the tree promises (STYLE.md 1, 7; issue 10): imports go one way, stages -> domain
+packages -> core, with no circle between acneops modules, and no module over 400 lines.
+
+The import graph is read statically (tests/code/import_graph.py): every import counts, including those
+inside functions, so a lazy import cannot hide a circle or an upward import. Each check is also run on a
+copy of the package with the fault planted, so the checks are known to catch what they are for.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import import_graph
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+MAX_LINES = 400
+ENTRY = ("acneops.stages", "acneops.cli", "acneops.__main__")  # the layers above the domain packages
+
+
+def _in(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
+
+
+def circles(modules: dict[str, import_graph.Module]) -> list[str]:
+    return [" -> ".join(c) for c in import_graph.find_cycles(import_graph.edges(modules))]
+
+
+def upward_imports(modules: dict[str, import_graph.Module]) -> list[str]:
+    """Domain modules (everything outside stages, cli, __main__) importing acneops.stages or acneops.cli."""
+    return [f"{name} ({m.rel}) imports {target}"
+            for name, m in sorted(modules.items()) if not any(_in(name, e) for e in ENTRY)
+            for target in sorted(m.all_imports()) if _in(target, "acneops.stages") or _in(target, "acneops.cli")]
+
+
+def core_leaks(modules: dict[str, import_graph.Module]) -> list[str]:
+    """acneops.core modules importing any acneops module outside acneops.core."""
+    return [f"{name} ({m.rel}) imports {target}" for name, m in sorted(modules.items()) if _in(name, "acneops.core")
+            for target in sorted(m.all_imports()) if not _in(target, "acneops.core")]
+
+
+def long_modules(modules: dict[str, import_graph.Module]) -> list[str]:
+    lengths = {m.rel: len(m.path.read_text().splitlines()) for m in modules.values()}
+    return [f"{path} has {n} lines (at most {MAX_LINES}: split it by concern)"
+            for path, n in sorted(lengths.items()) if n > MAX_LINES]
+
+
+CHECKS = {"circles": circles, "upward_imports": upward_imports, "core_leaks": core_leaks,
+          "long_modules": long_modules}
+
+
+@pytest.fixture(scope="module")
+def modules() -> dict[str, import_graph.Module]:
+    return import_graph.load(ROOT)
+
+
+def test_graph_sees_every_module_and_lazy_imports(modules):
+    assert len(modules) == len(list((ROOT / "acneops").rglob("*.py")))
+    # acneops.cli imports the stages inside its `run` command only: a lazy import is still an import
+    assert "acneops.stages" in modules["acneops.cli"].all_imports()
+
+
+@pytest.mark.parametrize("check", sorted(CHECKS))
+def test_layout(check, modules):
+    problems = CHECKS[check](modules)
+    assert not problems, f"{check}:\n" + "\n".join(problems)
+
+
+def _planted(tmp_path: Path, rel: str, code: str) -> dict[str, import_graph.Module]:
+    """The package copied to ``tmp_path`` with ``code`` appended to the module at ``rel``."""
+    shutil.copytree(ROOT / "acneops", tmp_path / "acneops", ignore=shutil.ignore_patterns("__pycache__"))
+    target = tmp_path / "acneops" / rel
+    target.write_text(target.read_text() + code)
+    return import_graph.load(tmp_path)
+
+
+def test_checks_catch_planted_faults(tmp_path, modules):
+    # a circle through a function-level import: acneops.gan.sampling imports acneops.gan.checkpoint
+    assert "acneops.gan.checkpoint" in modules["acneops.gan.sampling"].all_imports()
+    planted = _planted(tmp_path / "circle", "gan/checkpoint.py",
+                       "\n\ndef _planted():\n    from ..gan import sampling\n    return sampling\n")
+    found = circles(planted)
+    assert any("acneops.gan.checkpoint" in c and "acneops.gan.sampling" in c for c in found), found
+
+    planted = _planted(tmp_path / "upward", "metrics/cache.py", "\nfrom acneops.stages import run_stage\n")
+    assert any(p.startswith("acneops.metrics.cache") for p in upward_imports(planted))
+
+    planted = _planted(tmp_path / "core", "core/io.py", "\n\ndef _planted():\n    import acneops.gan.ops\n")
+    assert core_leaks(planted) == ["acneops.core.io (acneops/core/io.py) imports acneops.gan.ops"]
+
+    planted = _planted(tmp_path / "long", "core/errors.py", "\n" * MAX_LINES)
+    assert any("errors.py" in p for p in long_modules(planted))
