@@ -227,7 +227,7 @@ def anonymity(cls: str, files: list[Path], cfg: Any, extractor: Any) -> dict[str
                            synthetic_names=[os.path.relpath(f, cfg.synthetic_dir) for f in files],
                            real_names=[os.path.relpath(p, restored) for p in train])
     reports = Path(cfg.reports_dir)
-    report = write_audit_report(result, reports / f"audit_evaluate_{cls}.json", reports / f"audit_evaluate_{cls}.png")
+    report = write_audit_report(result, reports / f"audit_evaluate/{cls}.json", reports / f"audit_evaluate/{cls}.png")
     n, flagged = report["counts"]["synthetic"], report["counts"]["flagged"]
     ct, ct_pix, mia = report["data_copying"], report["data_copying_pixel"], report["membership"]
     headline = {
@@ -236,7 +236,7 @@ def anonymity(cls: str, files: list[Path], cfg: Any, extractor: Any) -> dict[str
         "mia_auc_feature": mia.get("auc_feature"), "mia_auc_pixel": mia.get("auc_pixel"),
     }
     return {"headline": headline, "ct_status": ct.get("status"), "ct_pixel_status": ct_pix.get("status"),
-            "json": f"audit_evaluate_{cls}.json", "png": f"audit_evaluate_{cls}.png",
+            "json": f"audit_evaluate/{cls}.json", "png": f"audit_evaluate/{cls}.png",
             "feature_space": report["feature_space"]}
 
 

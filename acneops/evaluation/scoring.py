@@ -68,7 +68,7 @@ class EvaluateConfig:
     grid_images: int = 16  # synthetic images per class in reports/grids/<class>.png, count
     grid_ncol: int = 8  # images per grid row, count
     repo_root: Path = Path(".")  # repository root: its git commit and data.dvc md5 go into the report
-    reports_dir: Path = REPORTS_DIR  # confusion_*, audit_evaluate_*, grids/, gan_curves/, plots/, report.md
+    reports_dir: Path = REPORTS_DIR  # confusion/, audit_evaluate/, grids/, gan_curves/, plots/, report.md
     metrics_path: Path = REPORTS_DIR / "metrics.json"  # DVC metrics file
     audit: AuditConfig = dataclasses.field(default_factory=AuditConfig)  # top-level params section `audit`
 
@@ -194,7 +194,7 @@ def evaluate_classifier(name: str, checkpoint: Path, cfg: EvaluateConfig, strict
     y_pred = [labels[i] for i in probs.argmax(axis=1)]
     report = classification_report(y_true, y_pred, labels, positive=positive)
     out = Path(cfg.reports_dir)
-    save_confusion_matrix(report, out / f"confusion_{name}.json", out / f"confusion_{name}.png")
+    save_confusion_matrix(report, out / "confusion" / f"{name}.json", out / "confusion" / f"{name}.png")
     write_json(out / "plots" / f"confusion_{name}.json", confusion_plot_rows(report))
     return {
         "checkpoint": str(checkpoint),
@@ -203,7 +203,7 @@ def evaluate_classifier(name: str, checkpoint: Path, cfg: EvaluateConfig, strict
         "trained_on": trained_on(read_checkpoint(checkpoint).get("config")),
         "report": report,
         "chance": chance_levels(y_true, labels),
-        "confusion_png": f"confusion_{name}.png",
+        "confusion_png": f"confusion/{name}.png",
     }
 
 

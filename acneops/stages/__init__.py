@@ -10,30 +10,68 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Callable
 
 from acneops.core.config import load_params, to_dict
 from acneops.core.errors import AcneopsError
-from acneops.stages import evaluate, ingest, restore, sort, synthesize, train_classifier, train_gan
 
-# dvc.yaml stage name -> stage module (tests/code/test_layout.py keeps this and dvc.yaml in step)
-STAGES: dict[str, ModuleType] = {
-    "ingest": ingest,
-    "restore": restore,
-    "train_gan": train_gan,
-    "train_classifier": train_classifier,
-    "sort": sort,
-    "synthesize": synthesize,
-    "evaluate": evaluate,
+
+# One loader per stage: `acneops run <stage>` imports that stage's module only, so a stage's import closure
+# (and its dvc.yaml deps, kept true by tests/code/test_dvc_truth.py) does not include the other stages.
+def _ingest() -> ModuleType:
+    from acneops.stages import ingest
+    return ingest
+
+
+def _restore() -> ModuleType:
+    from acneops.stages import restore
+    return restore
+
+
+def _train_gan() -> ModuleType:
+    from acneops.stages import train_gan
+    return train_gan
+
+
+def _train_classifier() -> ModuleType:
+    from acneops.stages import train_classifier
+    return train_classifier
+
+
+def _sort() -> ModuleType:
+    from acneops.stages import sort
+    return sort
+
+
+def _synthesize() -> ModuleType:
+    from acneops.stages import synthesize
+    return synthesize
+
+
+def _evaluate() -> ModuleType:
+    from acneops.stages import evaluate
+    return evaluate
+
+
+# dvc.yaml stage name -> loader of its module (tests/code/test_dvc_truth.py keeps this and dvc.yaml in step)
+STAGES: dict[str, Callable[[], ModuleType]] = {
+    "ingest": _ingest,
+    "restore": _restore,
+    "train_gan": _train_gan,
+    "train_classifier": _train_classifier,
+    "sort": _sort,
+    "synthesize": _synthesize,
+    "evaluate": _evaluate,
 }
 
 
 def stage_module(stage: str) -> ModuleType:
-    """The module of ``stage``; an unknown name is an error listing the stages."""
+    """The module of ``stage`` (imported on first use); an unknown name is an error listing the stages."""
     try:
-        return STAGES[stage]
+        load = STAGES[stage]
     except KeyError:
         raise AcneopsError(f"unknown stage '{stage}'; stages are {sorted(STAGES)} (the stages of dvc.yaml)") from None
+    return load()
 
 
 def run_stage(stage: str, name: str | None = None, params_path: str | Path = "params.yaml") -> Any:

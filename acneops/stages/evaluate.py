@@ -12,7 +12,7 @@ This is the only stage that reads the real test split (data role ``evaluate``). 
    weights), KID, precision / recall / density / coverage, and class fidelity (the share of its
    images the sorter assigns to its own class);
 4. the anonymity audit of the exported synthetic set per class, with the test split for C_T and
-   membership inference (``reports/audit_evaluate_<class>.json`` + PNG);
+   membership inference (``reports/audit_evaluate/<class>.json`` + PNG);
 
 and writes ``reports/metrics.json`` (DVC metrics: numbers only, nothing wall-clock),
 ``reports/evaluation.json`` (the same plus labels, checkpoints, provenance) and ``reports/report.md``

@@ -5,12 +5,15 @@ they come from."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from acneops.audit import AuditConfig
 from acneops.core.config import ConfigError, build, section
-from acneops.data.importers import ImportersConfig
-from acneops.data.phantom import PhantomConfig
+
+if TYPE_CHECKING:  # each function imports the config it builds: a stage's import closure, which its dvc.yaml
+    # deps must cover (tests/code/test_dvc_truth.py), then holds the audit/phantom/importers code only if it uses it
+    from acneops.audit import AuditConfig
+    from acneops.data.importers import ImportersConfig
+    from acneops.data.phantom import PhantomConfig
 
 
 def foreach_values(params: dict[str, Any], section_name: str, name: str | None
@@ -41,11 +44,15 @@ def foreach_values(params: dict[str, Any], section_name: str, name: str | None
 
 def audit_config(params: dict[str, Any]) -> AuditConfig:
     """The anonymity audit's thresholds from the top-level ``audit`` section."""
+    from acneops.audit import AuditConfig
+
     return build(AuditConfig, section(params, "audit"), "audit")
 
 
 def phantom_config(params: dict[str, Any], task: str = "acne") -> PhantomConfig:
     """PhantomConfig from params.yaml's ``phantom`` section and the task chosen on the command line."""
+    from acneops.data.phantom import PhantomConfig
+
     values = section(params, "phantom")
     if "task" in values:
         raise ConfigError("params.yaml [phantom.task]: the task is chosen with --task acne|mask; remove the key")
@@ -54,6 +61,8 @@ def phantom_config(params: dict[str, Any], task: str = "acne") -> PhantomConfig:
 
 def importers_config(params: dict[str, Any] | None) -> ImportersConfig:
     """ImportersConfig from the optional ``importers`` section of params (defaults when absent)."""
+    from acneops.data.importers import ImportersConfig
+
     if not params or "importers" not in params:
         return ImportersConfig()
     values = params["importers"]

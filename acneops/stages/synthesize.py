@@ -16,8 +16,9 @@ their seeds). The exported set is the first ``count`` passing images in that see
 
 Outputs: ``out_dir/<class>/<class>_seed<seed>.png`` (metadata-free) + ``out_dir/manifest.csv``, built
 in a temporary folder and swapped in whole; ``report_path`` (per class requested / exported /
-flagged / rounds / shortfall, generator sha256, audit summary); ``audit_synthesize_<class>.json`` +
-``.png`` (closest synthetic|real pairs) beside it.
+flagged / rounds / shortfall, generator sha256, audit summary); ``audit_synthesize/<class>.json`` +
+``.png`` (closest synthetic|real pairs) in the report's folder (one folder, so dvc.yaml declares it whatever the
+classes are; a DVC-cached out, never committed to git: the PNG shows real train faces).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ from acneops.synthetic.export import (
     synthesize_class,
     write_dataset,
 )
+
+AUDIT_DIR = "audit_synthesize"  # beside report_path: <class>.json + <class>.png per class (dvc.yaml: an out)
 
 
 def config_from_params(params: dict[str, Any], name: str | None = None) -> SynthesizeConfig:
@@ -91,7 +94,7 @@ class SynthesizeResult:
 def _shortfall_message(short: dict[str, int], cfg: SynthesizeConfig) -> str:
     return (f"synthesize: too few images passed the anonymity audit after {cfg.max_rounds} top-up rounds, "
             f"missing {short} of {dict(cfg.counts)}; the generators emit near copies of real train images "
-            f"(see {cfg.report_path.parent}/audit_synthesize_<class>.json). Train them longer or with more "
+            f"(see {cfg.report_path.parent / AUDIT_DIR}/<class>.json). Train them longer or with more "
             "augmentation, or raise synthesize.max_rounds")
 
 
@@ -107,7 +110,7 @@ def run(cfg: SynthesizeConfig) -> SynthesizeResult:
     outcomes = {cls: synthesize_class(cfg, cls, infos[cls], real, extractor) for cls in cfg.classes}
     classes = {}
     for cls, o in outcomes.items():
-        audit_json = cfg.report_path.parent / f"audit_synthesize_{cls}.json"
+        audit_json = cfg.report_path.parent / AUDIT_DIR / f"{cls}.json"
         write_audit_report(o.audit, audit_json, audit_json.with_suffix(".png"))
         classes[cls] = class_report(o, infos[cls], audit_json)
     short = {c: r["shortfall"] for c, r in classes.items() if r["shortfall"] > 0}

@@ -143,7 +143,7 @@ def test_files_manifest_counts_and_seeds(first_run: tuple) -> None:
         entry = report["classes"][cls]
         assert entry["exported"] == entry["requested"] and entry["shortfall"] == 0
         assert entry["generated"] == entry["requested"] + entry["seeds"]["topup_generated"]
-        audit_json = result.report_path.parent / f"audit_synthesize_{cls}.json"
+        audit_json = result.report_path.parent / "audit_synthesize" / f"{cls}.json"
         assert json.loads(audit_json.read_text())["counts"]["real_train"] == 16  # every class's train images
         assert audit_json.with_suffix(".png").is_file()
     metrics = result.metrics()
@@ -310,7 +310,7 @@ def test_runs_through_the_shared_stage_runner(fixture_root: Path, tmp_path: Path
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert runs[0].data.metrics["total/exported"] == 4.0 and runs[0].data.metrics["mild/flag_rate"] == 0.0
     logged = {a.path for a in MlflowClient(uri).list_artifacts(runs[0].info.run_id)}
-    assert {"synthesize.json", "audit_synthesize_healthy.json", "audit_synthesize_mild.png"} <= logged
+    assert {"synthesize.json", "healthy.json", "mild.png"} <= logged
 
 
 def test_default_filter_uses_the_feature_space_the_report_audits_in():

@@ -129,7 +129,7 @@ def test_copying_generator_exports_nothing_and_the_shortfall_is_loud(world: dict
     assert result.classes["mild"]["exported"] == 12  # the honest class is unaffected
     report = json.loads(cfg.report_path.read_text())
     assert report["shortfall"] == {"healthy": 12} and report["classes"]["healthy"]["shortfall"] == 12
-    audit = json.loads((cfg.report_path.parent / "audit_synthesize_healthy.json").read_text())
+    audit = json.loads((cfg.report_path.parent / "audit_synthesize" / "healthy.json").read_text())
     assert audit["counts"]["flagged"] == h["generated"] and len(audit["flagged"]) == h["generated"]
     assert not any(cfg.out_dir.joinpath("healthy").iterdir())
     assert {r["label"] for r in read_csv(cfg.out_dir / "manifest.csv")} == {"mild"}
