@@ -1,6 +1,7 @@
-"""The README's `dvc exp run -S ...` commands, applied with DVC's own override code: the mask task (second
-method) gives a valid configuration for every stage and a DVC pipeline with one DCGAN per class and no sorting
-step; the published sorted-set variant fine-tunes each severity on its sorted set, after `sort`."""
+"""The README's `dvc exp run -S ...` commands, applied with DVC's own code (Hydra composition of conf/ with the
+overrides, as `dvc exp run` does before running): choosing a task is one flag; the mask task (second method)
+gives a valid configuration for every stage and a DVC pipeline with one DCGAN per class and no sorting step;
+the published sorted-set variant fine-tunes each severity on its sorted set, after `sort`."""
 
 from __future__ import annotations
 
@@ -8,8 +9,7 @@ import re
 import shlex
 from pathlib import Path
 
-import yaml
-from pipeline_repo import copy_pipeline, dag_edges, stage_names
+from pipeline_repo import copy_pipeline, dag_edges, exp_run_params, stage_names
 
 from acneops.stages import stage_module
 
@@ -26,13 +26,15 @@ def readme_overrides(tag: str) -> list[str]:
 
 
 def overridden_repo(tmp_path: Path, tag: str) -> tuple[Path, dict]:
-    """A copy of the pipeline definition in ``tmp_path`` with the README's overrides applied by DVC itself
-    (``dvc exp run -S`` calls the same function), and the resulting params."""
-    from dvc.utils.hydra import apply_overrides
-
+    """A copy of the pipeline definition in ``tmp_path`` whose params.yaml DVC itself wrote from conf/ and the
+    README's overrides (what ``dvc exp run -S`` does first), and the resulting params."""
     copy_pipeline(tmp_path)
-    apply_overrides(tmp_path / "params.yaml", readme_overrides(tag))
-    return tmp_path, yaml.safe_load((tmp_path / "params.yaml").read_text())
+    return tmp_path, exp_run_params(tmp_path, readme_overrides(tag))
+
+
+def test_choosing_a_task_is_one_flag():
+    assert readme_overrides("mask-task") == ["task=mask"]
+    assert readme_overrides("sorted-sets") == ["task=acne_sorted"]
 
 
 def test_mask_overrides_build_every_stage_config(tmp_path):
