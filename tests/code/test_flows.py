@@ -101,7 +101,8 @@ def test_pipeline_flow_is_one_parent_mlflow_run_with_the_stage_runs_nested(tmp_p
             print("STAGE FAILED:", exc)
         """
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PREFECT_LOGGING_LEVEL": "WARNING"}  # PREFECT_HOME: conftest
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PREFECT_LOGGING_LEVEL": "WARNING",  # PREFECT_HOME: conftest
+           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}  # Prefect's 20 s is too short on a busy 2-core CI box
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]

@@ -213,10 +213,13 @@ def _runs_of(uri: str, stage: str) -> list:
                               filter_string=f"tags.`acneops.stage` = '{stage}'")
 
 
-def test_acneops_repro_is_one_parent_run_with_the_stage_runs_nested(uri, tmp_path):
+def test_acneops_repro_is_one_parent_run_with_the_stage_runs_nested(tmp_path, monkeypatch):
     """`acneops repro ingest` (phantom data, then `dvc repro ingest`) in a throwaway repository: the ingest
     stage's run is nested under the repro run, which records the commit, dvc's arguments and exit status;
     a `dvc repro` that fails leaves its repro run FAILED."""
+    uri = f"sqlite:///{tmp_path / 'own.db'}"  # a store of its own: the other tests' runs stay out
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("ACNEOPS_PARENT_RUN_ID", raising=False)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["phantom"].update(n_per_class=12, hr_size=96)  # tiny, as in test_dvc_repro.py
     params["ingest"].update(workers=1)
@@ -225,7 +228,7 @@ def test_acneops_repro_is_one_parent_run_with_the_stage_runs_nested(uri, tmp_pat
     subprocess.run([*git, "add", "."], cwd=repo, check=True)
     subprocess.run([*git, "commit", "-q", "-m", "pipeline"], cwd=repo, check=True)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
-    env = {k: v for k, v in os.environ.items() if k != "ACNEOPS_PARENT_RUN_ID"}
+    env = dict(os.environ)
     done = subprocess.run([sys.executable, "-m", "acneops", "repro", "ingest"], cwd=repo, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
