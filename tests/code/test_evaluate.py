@@ -184,13 +184,13 @@ def test_forced_classifiers_give_exact_accuracy_confusion_and_fidelity(acne):
     assert metrics["class_fidelity_summary"] == {"mean_own": 0.5, "own_is_top": 1, "generators": 2}
     assert "class_fidelity" not in metrics["generators"]["healthy"]  # the sorter has no healthy class ...
     assert set(metrics["class_fidelity"]) == {"mild", "severe", "all"}  # ... so no healthy row is forced onto acne
-    cm = json.loads((acne["reports"] / "confusion_augmented.json").read_text())
+    cm = json.loads((acne["reports"] / "confusion" / "augmented.json").read_text())
     assert cm["labels"] == ["healthy", "mild", "severe"]
     assert cm["confusion_matrix"] == [[0, 0, 3], [0, 0, 2], [0, 0, 3]]
     rows = json.loads((acne["reports"] / "plots" / "confusion_augmented.json").read_text())
     assert len(rows) == 8 and all(r["predicted"] == "severe" for r in rows)
     for name in ("synthetic", "real", "augmented", "sorter"):
-        with Image.open(acne["reports"] / f"confusion_{name}.png") as im:
+        with Image.open(acne["reports"] / "confusion" / f"{name}.png") as im:
             assert im.size[0] > 50
 
 
@@ -207,10 +207,11 @@ def test_report_md_has_scenarios_embedded_images_and_honest_names(acne):
     for cls in ("healthy", "mild", "severe"):
         assert f"![{cls} synthetic samples](grids/{cls}.png)" in text
         assert (reports / "grids" / f"{cls}.png").is_file()
-        assert (reports / f"audit_evaluate_{cls}.json").is_file() and (reports / f"audit_evaluate_{cls}.png").is_file()
+        assert (reports / "audit_evaluate" / f"{cls}.json").is_file()
+        assert (reports / "audit_evaluate" / f"{cls}.png").is_file()
     assert "![training curves of mild](gan_curves/mild.png)" in text and (reports / "gan_curves" / "mild.png").is_file()
     assert "no training log at" in text  # the other generators have no stats.jsonl: said, not hidden
-    assert "![confusion matrix of real](confusion_real.png)" in text
+    assert "![confusion matrix of real](confusion/real.png)" in text
 
 
 def test_dvc_reads_the_metrics_and_plots_files(acne, tmp_path):
@@ -248,7 +249,7 @@ def test_metrics_json_is_deterministic(acne):
     assert "evaluate:" in result.summary()
     artifacts = result.artifacts()
     assert acne["reports"] / "metrics.json" in artifacts and acne["reports"] / "report.md" in artifacts
-    assert acne["reports"] / "grids" / "mild.png" in artifacts and acne["reports"] / "confusion_sorter.png" in artifacts
+    assert acne["reports"] / "grids" / "mild.png" in artifacts and acne["reports"] / "confusion" / "sorter.png" in artifacts
     assert all(p.is_file() for p in artifacts)
 
 
