@@ -16,14 +16,10 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-from acneops.audit.attacks import (
-    _same_dim,
-    as_matrix,
-    flip_pixel_vectors,
-    nearest_neighbors,
-)
+from acneops.audit.attacks import _same_dim, flip_pixel_vectors
 from acneops.core.errors import AcneopsError
 from acneops.data.decode import read_rgb
+from acneops.metrics.neighbors import as_matrix, nearest_neighbors
 
 # crop anchors (fy, fx) as fractions of the free margin: 0 = top/left, 1 = bottom/right
 CROP_ANCHORS = {

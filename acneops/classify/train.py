@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from acneops import tracking
 from acneops.classify.backbones import (
@@ -38,6 +37,7 @@ from acneops.core.io import (
     write_json,
     write_text,
 )
+from acneops.core.progress import progress
 
 RESUME_FREE_KEYS = ("epochs", "keep_last", "workers", "threads")  # config keys that may change between kill and resume
 
@@ -72,7 +72,7 @@ def train_epoch(model: nn.Module, loader: DataLoader, opt: torch.optim.Optimizer
     """One pass over ``loader``; returns (mean loss, accuracy) on the augmented training batches."""
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
-    for x, y in tqdm(loader, desc=desc, leave=False, disable=None, unit="batch"):
+    for x, y in progress(loader, desc=desc, leave=False, unit="batch"):
         x, y = x.to(device), y.to(device)  # (B, 3, S, S), (B,)
         logits = model(x)  # (B, C)
         loss = loss_fn(logits, y)
@@ -125,7 +125,7 @@ def _resume_state(out: Path, config: dict[str, Any]) -> dict[str, Any] | None:
     ckpt = read_checkpoint(last)
     strip = lambda c: {k: v for k, v in (c or {}).items() if k not in RESUME_FREE_KEYS}  # noqa: E731
     if strip(ckpt.get("config")) != strip(config):
-        tqdm.write(f"{last}: written by a different config; starting afresh")
+        print(f"{last}: written by a different config; starting afresh")
         return None
     return ckpt
 
@@ -221,8 +221,8 @@ def _epoch(s: Session, epoch: int, best: dict[str, Any], mlrun: Any) -> dict[str
     mlrun.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=epoch)
     save_checkpoint(s.out / "last.pt", s.model, **common, optim=s.opt.state_dict(), best=best,
                     rng={"torch": torch.get_rng_state(), "loader": s.gen.get_state()}, mlflow_run_id=mlrun.run_id)
-    tqdm.write(f"{cfg.name} epoch {epoch}: loss {train_loss:.4f} train acc {train_acc:.3f} "
-               f"val acc {record['val_acc']:.3f} val macro-F1 {record['val_macro_f1']:.3f}")
+    print(f"{cfg.name} epoch {epoch}: loss {train_loss:.4f} train acc {train_acc:.3f} "
+          f"val acc {record['val_acc']:.3f} val macro-F1 {record['val_macro_f1']:.3f}")
     return best
 
 

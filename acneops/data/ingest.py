@@ -13,7 +13,13 @@ from typing import Any
 from acneops.core.config import require
 from acneops.core.errors import StageError
 from acneops.core.io import sha256_bytes, write_csv, write_json
-from acneops.core.paths import DATA_DIR, IMAGES_SUBDIR, INGEST_DIR, LABELS_FILE, REPORTS_DIR
+from acneops.core.paths import (
+    DATA_DIR,
+    IMAGES_SUBDIR,
+    INGEST_DIR,
+    LABELS_FILE,
+    REPORTS_DIR,
+)
 from acneops.data.records import Item, Quarantine
 from acneops.data.split import (
     split_table,
@@ -157,18 +163,17 @@ def _inspect_file(task: tuple[str, int, int]) -> dict[str, Any]:
 
 def _inspect_all(items: list[Item], cfg: IngestConfig) -> list[dict[str, Any]]:
     """Decode + hash every item, in processes when workers > 1; results in input order."""
-    from tqdm import tqdm
-
+    from acneops.core.progress import progress
     from acneops.data.decode import cpu_workers
 
     tasks = [(str(it.path), cfg.max_pixels, cfg.min_size) for it in items]
     workers = min(cpu_workers(cfg.workers), max(1, len(tasks)))
-    bar = dict(total=len(tasks), desc="ingest: decode", unit="img", disable=None)
+    bar = dict(total=len(tasks), desc="ingest: decode", unit="img")
     if workers == 1:
-        return [_inspect_file(t) for t in tqdm(tasks, **bar)]
+        return [_inspect_file(t) for t in progress(tasks, **bar)]
     chunk = max(1, len(tasks) // (workers * 8))
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(tqdm(pool.map(_inspect_file, tasks, chunksize=chunk), **bar))
+        return list(progress(pool.map(_inspect_file, tasks, chunksize=chunk), **bar))
 
 
 

@@ -17,7 +17,13 @@ from typing import Any
 from acneops.core.config import require
 from acneops.core.errors import StageError
 from acneops.core.io import read_csv, read_json, sha256_bytes, write_csv, write_json
-from acneops.core.paths import DATA_DIR, INGEST_DIR, MODELS_DIR, REPORTS_DIR, RESTORED_DIR
+from acneops.core.paths import (
+    DATA_DIR,
+    INGEST_DIR,
+    MODELS_DIR,
+    REPORTS_DIR,
+    RESTORED_DIR,
+)
 from acneops.data.access import MANIFEST, SPLITS, check_access
 
 RESTORERS = ("lanczos", "sr")
@@ -138,18 +144,17 @@ def _run_tasks(tasks: list[dict[str, Any]], workers: int, desc: str) -> list[dic
     Workers start with forkserver, not fork: forking a process whose torch/OpenMP threads already
     ran (after sr training) can deadlock the children.
     """
-    from tqdm import tqdm
-
+    from acneops.core.progress import progress
     from acneops.data.decode import cpu_workers
 
     workers = min(cpu_workers(workers), max(1, len(tasks)))
-    bar = dict(total=len(tasks), desc=desc, unit="img", disable=None)
+    bar = dict(total=len(tasks), desc=desc, unit="img")
     if workers == 1:
-        results = [_restore_one(t) for t in tqdm(tasks, **bar)]
+        results = [_restore_one(t) for t in progress(tasks, **bar)]
     else:
         ctx = multiprocessing.get_context("forkserver")
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            results = list(tqdm(pool.map(_restore_one, tasks, chunksize=max(1, len(tasks) // (workers * 8))), **bar))
+            results = list(progress(pool.map(_restore_one, tasks, chunksize=max(1, len(tasks) // (workers * 8))), **bar))
     errors = [r["error"] for r in results if "error" in r]
     if errors:
         raise StageError(f"restore: {len(errors)} image(s) failed, first: {errors[0]}")

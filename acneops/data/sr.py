@@ -122,7 +122,7 @@ def train_sr(images: list[Image.Image], s: SRSettings) -> tuple[ResidualSR, torc
 
     Single-threaded (see :func:`single_thread`): a few hundred steps on 32 px patches take about a minute.
     """
-    from tqdm import tqdm
+    from acneops.core.progress import progress
 
     if not images or min(min(im.size) for im in images) < s.patch:
         raise ValueError(f"train_sr needs images of at least {s.patch} px (sr_patch)")
@@ -134,7 +134,7 @@ def train_sr(images: list[Image.Image], s: SRSettings) -> tuple[ResidualSR, torc
     losses = []
     model.train()
     with single_thread():
-        for _ in tqdm(range(s.steps), desc="restore: train sr", unit="step", disable=None):
+        for _ in progress(range(s.steps), desc="restore: train sr", unit="step"):
             x, y = sample_batch(images, s, rng)
             loss = torch.nn.functional.l1_loss(model(x), y)
             opt.zero_grad(set_to_none=True)

@@ -159,21 +159,15 @@ def gan_curve(name: str, checkpoint: Path, cfg: Any) -> dict[str, Any]:
     write_json(reports / "plots" / f"gan_{name}.json", rows)  # DVC plots read JSON, not JSONL
     entry["plot_json"] = f"plots/gan_{name}.json"
     image = _render_curves(rows, name)
-    if image is None:
-        entry["note"] = "matplotlib is not installed: curves not drawn"
-        return entry
     save_png(reports / "gan_curves" / f"{name}.png", image)
     entry["png"] = f"gan_curves/{name}.png"
     return entry
 
 
 def _render_curves(rows: list[dict[str, Any]], name: str) -> Any:
-    """PIL image of the loss and ADA columns against kimg (matplotlib Agg, no pyplot), or None."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        return None
+    """PIL image of the loss and ADA columns against kimg (matplotlib Agg, no pyplot)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
     from PIL import Image
 
     fig = Figure(figsize=(9, 3.2), dpi=100)

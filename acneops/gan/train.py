@@ -17,7 +17,13 @@ from typing import Any
 import torch
 
 from acneops import tracking
-from acneops.core.io import append_jsonl, read_jsonl, sha256_file, write_json, write_text
+from acneops.core.io import (
+    append_jsonl,
+    read_jsonl,
+    sha256_file,
+    write_json,
+    write_text,
+)
 from acneops.gan import checkpoint as ckpt_io
 from acneops.gan import dist as gan_dist
 from acneops.gan.bank import ImageBank, training_files
@@ -163,14 +169,14 @@ def _snapshot(state: TrainState, cfg: TrainGanConfig, run: tracking.Run, dist: g
 
 def _loop(state: TrainState, cfg: TrainGanConfig, bank: ImageBank, run: tracking.Run, dist: gan_dist.Dist) -> str:
     """Train until total_kimg; returns the sha256 of the last checkpoint written (rank 0)."""
-    from tqdm import tqdm
+    from acneops.core.progress import progress
 
     total = round(cfg.total_kimg * 1000)
     tick_nimg, snap_nimg = max(round(cfg.tick_kimg * 1000), 1), max(round(cfg.snapshot_kimg * 1000), 1)
     ticker, tick, sha = Ticker(state.cur_nimg), state.cur_nimg // tick_nimg, ""
-    bar = tqdm(total=cfg.total_kimg, initial=state.cur_nimg / 1000, unit="kimg", disable=not dist.is_main,
-               desc=f"train_gan@{cfg.name}",
-               bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} kimg [{elapsed}<{remaining}]")
+    bar = progress(total=cfg.total_kimg, initial=state.cur_nimg / 1000, unit="kimg", disable=not dist.is_main,
+                   desc=f"train_gan@{cfg.name}",
+                   bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} kimg [{elapsed}<{remaining}]")
     while state.cur_nimg < total:
         before = state.cur_nimg
         ticker.add(train_step(state, cfg, bank, dist))

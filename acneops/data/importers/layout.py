@@ -141,11 +141,11 @@ def check_src(src: Path, out: Path) -> None:
 def _copy_stripped(stage: Path, rows: dict[str, dict[str, Any]], sources: dict[str, tuple[str, Path]],
                    refused: list[tuple[str, str]]) -> dict[str, Any]:
     """Write every source file without its metadata; unparseable files move from ``rows`` to ``refused``."""
-    from tqdm import tqdm
+    from acneops.core.progress import progress
 
     removed: dict[str, int] = {}
     changed, oriented, converted = 0, 0, []
-    for key in tqdm(sorted(rows), desc="import", unit="img", disable=None):
+    for key in progress(sorted(rows), desc="import", unit="img"):
         rel, path = sources[key]
         try:
             clean = strip_metadata(read_regular_file(path))

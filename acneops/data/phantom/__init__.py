@@ -173,13 +173,13 @@ def generate(cfg: PhantomConfig, out_dir: str | Path) -> PhantomResult:
     rest are downscaled to lr_size (``phantom-web``). ``out_dir`` must be new, empty or a previous
     raw-layout dataset; it is replaced in one rename when everything is written.
     """
-    from tqdm import tqdm
+    from acneops.core.progress import progress
 
     start = time.perf_counter()
     out_dir = Path(out_dir)
     rows, sha, lesion_span = [], {}, {}
-    with staged_output(out_dir) as stage, tqdm(total=cfg.n_per_class * len(cfg.classes), desc="phantom",
-                                               unit="img", leave=False, disable=None) as bar:
+    with staged_output(out_dir) as stage, progress(total=cfg.n_per_class * len(cfg.classes), desc="phantom",
+                                                   unit="img", leave=False) as bar:
         for label in cfg.classes:
             for i in range(cfg.n_per_class):
                 image, lesions = render(cfg, label, i)
