@@ -4,7 +4,7 @@ Used by ``synthesize`` (as a filter before export, without the test split) and b
 the registry gates (with the frozen real test split, which adds C_T and membership inference).
 
 - near copies: nearest real neighbour of every synthetic image in feature space (a pluggable
-  extractor from :mod:`acneops.metrics.features`) and in pixel space (downscaled, per-image
+  extractor from :mod:`acneops.features.extractors`) and in pixel space (downscaled, per-image
   standardised colour vectors), against flipped and slightly cropped views of the reals too;
   flagged by the rules in :func:`acneops.audit.copies.audit_copies` (authenticity rule of Alaa et
   al. 2022 + a pixel nearest-neighbour ratio test);
@@ -263,7 +263,7 @@ def run_audit(
 ) -> AuditResult:
     """Audit ``synthetic`` against ``real_train`` (paths or uint8 (N, H, W, 3) arrays).
 
-    ``extractor`` has ``extract(images, progress=..., desc=...) -> (N, D)`` (``acneops.metrics.features``);
+    ``extractor`` has ``extract(images, progress=..., desc=...) -> (N, D)`` (``acneops.features.extractors``);
     None uses the pixel vectors as features. Without ``real_test`` (the synthesize stage may not read
     the test split) C_T and membership inference are reported as not computed. Progress: a bar
     ``audit <name>`` over the phases and one per feature extraction, on stderr (:mod:`acneops.core.progress`).

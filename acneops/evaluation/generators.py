@@ -4,7 +4,7 @@
   images of the generator's classes, in one feature space: Fréchet distance (Heusel et al. 2017)
   named by the space (``fd_domain``; ``fid`` only with the TF-Inception weights), KID (Bińkowski et
   al. 2018), precision / recall (Kynkäänniemi et al. 2019), density / coverage (Naeem et al. 2020).
-  Real-set features come from the feature cache (:mod:`acneops.metrics.cache`).
+  Real-set features come from the feature cache (:mod:`acneops.features.cache`).
 - Class fidelity: the judge (the severity sorter by default) labels the same images; the share
   assigned to the generator's own class is its class fidelity, the full row its fidelity-matrix row.
 - Anonymity: the exported synthetic set of each class (``synthetic_dir/manifest.csv``) is audited
@@ -108,8 +108,8 @@ def generator_quality(name: str, checkpoint: Path, cfg: Any, extractor: Any,
                       judge: tuple[Any, dict, str] | None) -> dict[str, Any]:
     """Distribution metrics and class fidelity of ``n_fake`` images of one generator; its GAN curve."""
     from acneops.classify.data import real_items
+    from acneops.features.cache import cached_stats
     from acneops.gan.sampling import generate, load_generator
-    from acneops.metrics.cache import cached_stats
     from acneops.metrics.distribution import distribution_report
 
     labels = real_labels(name, cfg, train_labels(Path(cfg.restored_dir)))

@@ -10,7 +10,13 @@ from acneops.audit import AuditConfig
 from acneops.core.config import require, to_dict
 from acneops.core.errors import StageError
 from acneops.core.io import sha256_file, write_json
-from acneops.core.paths import REPORTS_DIR, RESTORED_DIR, SYNTHETIC_DIR, classifier_checkpoint, gan_checkpoint
+from acneops.core.paths import (
+    REPORTS_DIR,
+    RESTORED_DIR,
+    SYNTHETIC_DIR,
+    classifier_checkpoint,
+    gan_checkpoint,
+)
 from acneops.metrics import DEFAULT_CACHE_DIR, EXTRACTOR_NAMES
 
 SECTION = "evaluate"  # params section (named in error messages)
@@ -130,8 +136,8 @@ def check_inputs(cfg: EvaluateConfig) -> None:
 
 def build_extractor(cfg: EvaluateConfig) -> Any:
     """The feature extractor of ``cfg.extractor`` (domain: the real-scenario classifier by default)."""
+    from acneops.features.extractors import extractor_from_config
     from acneops.metrics import MetricsConfig
-    from acneops.metrics.features import extractor_from_config
 
     domain = Path(cfg.extractor_checkpoint or cfg.classifiers.get("real", "")) if cfg.extractor == "domain" else None
     inception = Path(cfg.inception_weights) if cfg.inception_weights else None

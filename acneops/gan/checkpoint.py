@@ -20,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from acneops.core.checkpoint import FORMAT as FORMAT  # re-exported: GAN checkpoints use the one format
+from acneops.core.checkpoint import (
+    FORMAT as FORMAT,  # re-exported: GAN checkpoints use the one format
+)
 from acneops.core.checkpoint import load_checkpoint, save_checkpoint
 from acneops.core.errors import AcneopsError
 

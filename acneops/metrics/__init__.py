@@ -1,14 +1,13 @@
-"""Metrics: feature spaces, distribution distances, classification reports, and their params.
+"""Metrics: numbers computed on features and predictions, and their params.
 
 Modules (import the one you need; nothing heavy is imported here):
 
-- :mod:`acneops.metrics.features` — feature extractors registered by name (``inception``, ``domain``, ``tiny``);
-- :mod:`acneops.metrics.inception` — the TF-Inception FID network loaded from a local weights file;
 - :mod:`acneops.metrics.distribution` — Fréchet distance, KID, precision/recall, density/coverage;
-- :mod:`acneops.metrics.cache` — feature statistics cached per dataset, keyed by file hashes;
+- :mod:`acneops.metrics.neighbors` — the one blocked nearest-neighbour search (audit and metrics);
 - :mod:`acneops.metrics.classification` — accuracy, precision/recall/F1, sensitivity/specificity, confusion.
 
-:class:`MetricsConfig` is the ``metrics`` section of params.yaml, shared by every stage that measures.
+The feature spaces these are computed in live in :mod:`acneops.features`. :class:`MetricsConfig` is the
+``metrics`` section of params.yaml, shared by every stage that measures.
 """
 
 from __future__ import annotations

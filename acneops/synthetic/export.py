@@ -15,7 +15,13 @@ import numpy as np
 from acneops.audit import AuditConfig, AuditResult
 from acneops.core.config import ConfigError, require
 from acneops.core.errors import AcneopsError, StageError
-from acneops.core.paths import REPORTS_DIR, RESTORED_DIR, SYNTHETIC_DIR, classifier_checkpoint, gan_checkpoint
+from acneops.core.paths import (
+    REPORTS_DIR,
+    RESTORED_DIR,
+    SYNTHETIC_DIR,
+    classifier_checkpoint,
+    gan_checkpoint,
+)
 
 MANIFEST_FIELDS = ["file", "label", "seed", "psi", "generator", "generator_sha256", "nn_feature_dist",
                    "nn_pixel_dist", "audit"]
@@ -218,7 +224,7 @@ class CachedExtractor:
 
 
 def make_extractor(cfg: SynthesizeConfig) -> CachedExtractor:
-    from acneops.metrics.features import get_extractor
+    from acneops.features.extractors import get_extractor
 
     if cfg.audit_extractor == "domain":
         inner = get_extractor("domain", checkpoint=cfg.audit_checkpoint)

@@ -9,7 +9,12 @@ import numpy as np
 
 from acneops.core.config import require
 from acneops.core.io import atomic_dir, write_csv, write_json
-from acneops.core.paths import REPORTS_DIR, SORTED_DIR, classifier_checkpoint, gan_checkpoint
+from acneops.core.paths import (
+    REPORTS_DIR,
+    SORTED_DIR,
+    classifier_checkpoint,
+    gan_checkpoint,
+)
 
 MANIFEST_FIELDS = ["file", "label", "seed", "confidence"]
 

@@ -13,7 +13,12 @@ from PIL import Image
 
 from acneops import audit
 from acneops.audit import AuditConfig, filter_copies, run_audit, write_audit_report
-from acneops.audit.attacks import Z_LIMIT, data_copying_ct, mann_whitney_z, membership_auc
+from acneops.audit.attacks import (
+    Z_LIMIT,
+    data_copying_ct,
+    mann_whitney_z,
+    membership_auc,
+)
 from acneops.audit.copies import (
     ViewSpec,
     apply_view,

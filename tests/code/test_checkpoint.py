@@ -27,7 +27,11 @@ def gan_file(path: Path) -> Path:
 
 
 def classifier_file(path: Path) -> Path:
-    from acneops.classify.backbones import create_classifier, model_args_for, save_checkpoint
+    from acneops.classify.backbones import (
+        create_classifier,
+        model_args_for,
+        save_checkpoint,
+    )
 
     torch.manual_seed(0)
     model = create_classifier("resnet18", 2, img_size=32)

@@ -115,7 +115,7 @@ def test_unreadable_missing_and_wrong_size_files_name_the_file_and_the_fix(tmp_p
 def test_every_former_reader_now_calls_the_one_reader(files, tmp_path):
     """The callers that had their own reader read a file exactly as read_rgb does."""
     from acneops.audit.copies import image_at
-    from acneops.metrics.features import _iter_batches
+    from acneops.features.extractors import _iter_batches
     from acneops.report.grid import to_image
 
     want = np.asarray(read_rgb(files["rgba.png"]))  # a file where the old readers would have differed

@@ -83,8 +83,8 @@ def test_checks_catch_planted_faults(tmp_path, modules):
     found = circles(planted)
     assert any("acneops.gan.checkpoint" in c and "acneops.gan.sampling" in c for c in found), found
 
-    planted = _planted(tmp_path / "upward", "metrics/cache.py", "\nfrom acneops.stages import run_stage\n")
-    assert any(p.startswith("acneops.metrics.cache") for p in upward_imports(planted))
+    planted = _planted(tmp_path / "upward", "features/cache.py", "\nfrom acneops.stages import run_stage\n")
+    assert any(p.startswith("acneops.features.cache") for p in upward_imports(planted))
 
     planted = _planted(tmp_path / "core", "core/io.py", "\n\ndef _planted():\n    import acneops.gan.ops\n")
     assert core_leaks(planted) == ["acneops.core.io (acneops/core/io.py) imports acneops.gan.ops"]

@@ -51,7 +51,7 @@ def test_the_users_tqdm_environment_wins(monkeypatch, capsys) -> None:
 
 def test_audit_shows_its_phases_and_each_feature_extraction_by_name(monkeypatch, capsys) -> None:
     from acneops.audit import AuditConfig, run_audit
-    from acneops.metrics.features import get_extractor
+    from acneops.features.extractors import get_extractor
 
     _env(monkeypatch, **LOUD)
     rng = np.random.default_rng(0)
@@ -65,7 +65,7 @@ def test_audit_shows_its_phases_and_each_feature_extraction_by_name(monkeypatch,
 
 
 def test_feature_extraction_names_its_bar(monkeypatch, capsys) -> None:
-    from acneops.metrics.features import get_extractor
+    from acneops.features.extractors import get_extractor
 
     _env(monkeypatch, **LOUD)
     images = np.zeros((3, 16, 16, 3), dtype=np.uint8)

@@ -45,7 +45,11 @@ def test_sort_stage_writes_the_sorted_sets_and_shows_its_progress_by_name(tmp_pa
     import torch
     import yaml
 
-    from acneops.classify.backbones import create_classifier, model_args_for, save_checkpoint
+    from acneops.classify.backbones import (
+        create_classifier,
+        model_args_for,
+        save_checkpoint,
+    )
     from acneops.core.io import read_csv, read_json
     from acneops.gan import checkpoint
     from acneops.stages import run_stage

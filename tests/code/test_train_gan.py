@@ -15,8 +15,8 @@ from acneops.core.errors import AcneopsError
 from acneops.core.io import sha256_file
 from acneops.gan import checkpoint
 from acneops.gan import dist as gan_dist
-from acneops.gan.config import TrainGanConfig
 from acneops.gan.ada import augment_kwargs
+from acneops.gan.config import TrainGanConfig
 from acneops.stages.train_gan import config_from_params
 
 NET = {"resolution": 32, "z_dim": 16, "w_dim": 16, "mapping_layers": 2, "channel_base": 128,

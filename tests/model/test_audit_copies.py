@@ -17,7 +17,7 @@ from PIL import Image
 
 from acneops.audit import AuditConfig, filter_copies, run_audit, write_audit_report
 from acneops.data.phantom import PhantomConfig, render
-from acneops.metrics.features import get_extractor
+from acneops.features.extractors import get_extractor
 
 LABELS = ("healthy", "mild", "moderate", "severe")
 CFG = AuditConfig(ct_cells=3, ct_min_samples=10)

@@ -19,7 +19,11 @@ Modules: :mod:`.acne04` and :mod:`.folders` (one per source layout), :mod:`.layo
 the result and its report), :mod:`.source` (safe reading of the source folder).
 """
 
-from acneops.data.importers.acne04 import IMAGE_EXTENSIONS, ImportersConfig, import_acne04
+from acneops.data.importers.acne04 import (
+    IMAGE_EXTENSIONS,
+    ImportersConfig,
+    import_acne04,
+)
 from acneops.data.importers.folders import class_name, import_folders
 from acneops.data.importers.layout import (
     RAW_COLUMNS,

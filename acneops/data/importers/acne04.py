@@ -11,7 +11,14 @@ from typing import Any
 from acneops.core.config import require
 from acneops.core.errors import AcneopsError
 from acneops.core.paths import IMAGES_SUBDIR
-from acneops.data.importers.layout import REPORT_FILE, ImportResult, bad_list, check_src, preview, write_import
+from acneops.data.importers.layout import (
+    REPORT_FILE,
+    ImportResult,
+    bad_list,
+    check_src,
+    preview,
+    write_import,
+)
 from acneops.data.importers.source import check_entry
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})

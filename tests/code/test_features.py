@@ -11,15 +11,15 @@ from PIL import Image
 
 from acneops.core.config import ConfigError
 from acneops.core.errors import AcneopsError
-from acneops.metrics import MetricsConfig, build_metrics_config
-from acneops.metrics import inception as inc
-from acneops.metrics.cache import cached_stats
-from acneops.metrics.features import (
+from acneops.features import inception as inc
+from acneops.features.cache import cached_stats
+from acneops.features.extractors import (
     EXTRACTORS,
     FeatureExtractor,
     extractor_from_config,
     get_extractor,
 )
+from acneops.metrics import MetricsConfig, build_metrics_config
 
 
 def _images(n: int, h: int = 40, w: int = 48, seed: int = 0) -> np.ndarray:

@@ -26,9 +26,9 @@ import numpy as np
 
 from acneops.core.errors import AcneopsError
 from acneops.core.io import atomic_path, sha256_file
+from acneops.features.extractors import FeatureExtractor
 from acneops.metrics import DEFAULT_CACHE_DIR
 from acneops.metrics.distribution import feature_stats
-from acneops.metrics.features import FeatureExtractor
 
 CACHE_VERSION = 1  # bump when the entry layout changes
 

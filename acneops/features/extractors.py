@@ -4,7 +4,7 @@ Every distribution metric and the anonymity audit work on features, never on pix
 feature space is a choice in params (``metrics.extractor``):
 
 - ``inception`` — the TF-Inception FID network (pool3, 2048-d) from a local weights file
-  (:mod:`acneops.metrics.inception`); figures computed with it are ``fid`` / ``kid``.
+  (:mod:`acneops.features.inception`); figures computed with it are ``fid`` / ``kid``.
 - ``domain`` — penultimate features of an acneops (timm) classifier checkpoint, the honest offline
   default; figures are ``fd_domain`` / ``kd_domain``, never "FID": the numbers are not comparable to
   published FIDs.
@@ -167,7 +167,7 @@ def tiny_extractor(seed: int = 0, device: str = "cpu") -> FeatureExtractor:
 def inception_extractor(weights_path: str | Path | None = None, expected_sha256: str | None = None,
                         device: str = "cpu") -> FeatureExtractor:
     """The TF-Inception FID network (pool3, 2048-d) from a local file; preprocessing as pytorch-fid."""
-    from acneops.metrics import inception
+    from acneops.features import inception
 
     if weights_path is None:
         raise AcneopsError(inception.missing_weights_message(Path(inception.WEIGHTS_FILE)))
