@@ -40,14 +40,29 @@ def core_leaks(modules: dict[str, import_graph.Module]) -> list[str]:
             for target in sorted(m.all_imports()) if not _in(target, "acneops.core")]
 
 
+def package_of(name: str) -> str:
+    """The top-level package (or module) of acneops a module belongs to: acneops.gan.ada.pipe -> acneops.gan."""
+    return ".".join(name.split(".")[:2])
+
+
+def package_circles(modules: dict[str, import_graph.Module]) -> list[str]:
+    """Circles between top-level packages (classify -> metrics -> classify): each package must sit on a floor
+    above everything it imports, even when no two modules import each other."""
+    graph: dict[str, set[str]] = {}
+    for name, m in modules.items():
+        src = package_of(name)
+        graph.setdefault(src, set()).update(package_of(t) for t in m.all_imports() if package_of(t) != src)
+    return [" -> ".join(c) for c in import_graph.find_cycles(graph)]
+
+
 def long_modules(modules: dict[str, import_graph.Module]) -> list[str]:
     lengths = {m.rel: len(m.path.read_text().splitlines()) for m in modules.values()}
     return [f"{path} has {n} lines (at most {MAX_LINES}: split it by concern)"
             for path, n in sorted(lengths.items()) if n > MAX_LINES]
 
 
-CHECKS = {"circles": circles, "upward_imports": upward_imports, "core_leaks": core_leaks,
-          "long_modules": long_modules}
+CHECKS = {"circles": circles, "package_circles": package_circles, "upward_imports": upward_imports,
+          "core_leaks": core_leaks, "long_modules": long_modules}
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +97,12 @@ def test_checks_catch_planted_faults(tmp_path, modules):
                        "\n\ndef _planted():\n    from ..gan import sampling\n    return sampling\n")
     found = circles(planted)
     assert any("acneops.gan.checkpoint" in c and "acneops.gan.sampling" in c for c in found), found
+
+    # a package-level circle without a module-level one: metrics (below classify) reaching up into classify
+    planted = _planted(tmp_path / "pkg", "metrics/neighbors.py",
+                       "\n\ndef _planted():\n    from acneops.classify import backbones\n    return backbones\n")
+    assert not circles(planted)
+    assert any("acneops.metrics" in c and "acneops.classify" in c for c in package_circles(planted))
 
     planted = _planted(tmp_path / "upward", "features/cache.py", "\nfrom acneops.stages import run_stage\n")
     assert any(p.startswith("acneops.features.cache") for p in upward_imports(planted))
