@@ -93,8 +93,8 @@ def bench_core(cfg: AuditConfig, n_syn: int, n_real: int, n_test: int, feat_dim:
 
 
 def bench_e2e(cfg: AuditConfig, n_syn: int, n_real: int, n_test: int, size: int) -> None:
-    from acneops.metrics.features import get_extractor
     from acneops.data.phantom import PhantomConfig, render
+    from acneops.features.extractors import get_extractor
 
     labels = ("healthy", "mild", "moderate", "severe")
 

@@ -22,11 +22,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from acneops.stages import ingest
 from acneops.data import ingest as ingest_lib
-from acneops.stages import restore
 from acneops.data import restore as restore_lib
 from acneops.data.decode import cpu_workers
+from acneops.stages import ingest, restore
 
 CLASSES = ("healthy", "mild", "moderate", "severe")
 

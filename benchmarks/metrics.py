@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from acneops.features import inception as inc
+from acneops.features.extractors import get_extractor
 from acneops.metrics import distribution as dm
-from acneops.metrics import inception as inc
-from acneops.metrics.features import get_extractor
 
 
 def _random_images(n: int, size: int, seed: int = 0) -> np.ndarray:
