@@ -16,7 +16,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 MAX_LINES = 400
-ENTRY = ("acneops.stages", "acneops.cli", "acneops.__main__")  # the layers above the domain packages
+# the layers above the domain packages (acneops.pipeline: `acneops repro`, which reads stage thread counts)
+ENTRY = ("acneops.stages", "acneops.pipeline", "acneops.cli", "acneops.__main__")
 
 
 def _in(name: str, package: str) -> bool:
@@ -112,3 +113,19 @@ def test_checks_catch_planted_faults(tmp_path, modules):
 
     planted = _planted(tmp_path / "long", "core/errors.py", "\n" * MAX_LINES)
     assert any("errors.py" in p for p in long_modules(planted))
+
+
+def test_every_public_name_a_package_lists_exists():
+    """``from acneops.<pkg> import *`` must not fail: every name in a module's ``__all__`` is defined there."""
+    import importlib
+
+    missing = []
+    for path in sorted((ROOT / "acneops").rglob("*.py")):
+        text = path.read_text()
+        if "__all__" not in text:
+            continue
+        rel = path.relative_to(ROOT).with_suffix("")
+        name = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+        module = importlib.import_module(name)
+        missing += [f"{name}.{n}" for n in getattr(module, "__all__", ()) if not hasattr(module, n)]
+    assert not missing, f"__all__ names that do not exist: {missing}"

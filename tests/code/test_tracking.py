@@ -214,9 +214,9 @@ def _runs_of(uri: str, stage: str) -> list:
 
 
 def test_acneops_repro_is_one_parent_run_with_the_stage_runs_nested(tmp_path, monkeypatch):
-    """`acneops repro ingest` (phantom data, then `dvc repro ingest`) in a throwaway repository: the ingest
-    stage's run is nested under the repro run, which records the commit, dvc's arguments and exit status;
-    a `dvc repro` that fails leaves its repro run FAILED."""
+    """`acneops repro --jobs 2 ingest` (phantom data, then `dvc repro --single-item` of data.dvc and ingest) in a
+    throwaway repository: the ingest stage's run is nested under the repro run, which records the commit, dvc's
+    arguments and exit status; a plain `dvc repro` (--jobs 1) that fails leaves its repro run FAILED."""
     uri = f"sqlite:///{tmp_path / 'own.db'}"  # a store of its own: the other tests' runs stay out
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.delenv("ACNEOPS_PARENT_RUN_ID", raising=False)
@@ -229,7 +229,7 @@ def test_acneops_repro_is_one_parent_run_with_the_stage_runs_nested(tmp_path, mo
     subprocess.run([*git, "commit", "-q", "-m", "pipeline"], cwd=repo, check=True)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
     env = dict(os.environ)
-    done = subprocess.run([sys.executable, "-m", "acneops", "repro", "ingest"], cwd=repo, env=env,
+    done = subprocess.run([sys.executable, "-m", "acneops", "repro", "--jobs", "2", "ingest"], cwd=repo, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "Running stage 'ingest'" in done.stdout and (repo / "datasets" / "ingest" / "manifest.csv").is_file()
@@ -238,8 +238,8 @@ def test_acneops_repro_is_one_parent_run_with_the_stage_runs_nested(tmp_path, mo
     assert ingest.info.status == "FINISHED" and parent.info.status == "FINISHED"
     assert parent.data.tags["acneops.stage"] == "repro" and parent.data.params["dvc_args"] == "ingest"
     assert parent.data.tags["acneops.git_commit"] == commit and parent.data.tags["acneops.exit_status"] == "0"
-    failed = subprocess.run([sys.executable, "-m", "acneops", "repro", "no_such_stage"], cwd=repo, env=env,
-                            capture_output=True, text=True, timeout=600)
+    failed = subprocess.run([sys.executable, "-m", "acneops", "repro", "--jobs", "1", "no_such_stage"], cwd=repo,
+                            env=env, capture_output=True, text=True, timeout=600)
     assert failed.returncode != 0
     [bad] = [r for r in _runs_of(uri, "repro") if r.data.params.get("dvc_args") == "no_such_stage"]
     assert bad.info.status == "FAILED" and bad.data.tags["acneops.exit_status"] == str(failed.returncode)
