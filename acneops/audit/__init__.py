@@ -40,7 +40,7 @@ from acneops.core.errors import AcneopsError
 from acneops.metrics.neighbors import nearest_neighbors
 
 __all__ = [
-    "AuditConfig", "AuditResult", "CopyAudit", "Kept", "audit_copies", "config_from_params",
+    "AuditConfig", "AuditResult", "CopyAudit", "Kept", "audit_copies",
     "data_copying_ct", "filter_copies", "membership_auc", "nearest_neighbors", "pixel_vectors",
     "run_audit", "write_audit_report",
 ]
