@@ -6,10 +6,6 @@ starts fast.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -17,11 +13,6 @@ import typer
 
 from acneops.core.errors import AcneopsError
 from acneops.core.paths import DATA_DIR
-
-# OpenMP's default busy-waiting makes torch's CPU threads spin against each other and against other
-# processes (measured 2.3x slower StyleGAN2 training with 2 threads on a shared 2-core machine). The
-# setting must be in place before torch is first imported, so the CLI sets it; a user's value wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 app = typer.Typer(
     add_completion=False,
@@ -117,42 +108,33 @@ def run_stage(
 @app.command("repro")
 def repro(
     params: Path = PARAMS_OPT,
-    dvc_args: Optional[list[str]] = typer.Argument(None, help="extra arguments passed to `dvc repro`"),
+    jobs: int = typer.Option(
+        0, "--jobs", "-j", min=0,
+        help="stages run at once, each as `dvc repro --single-item <stage>` once its upstream stages are done "
+             "(0 = one per CPU core; 1 = plain `dvc repro`, sequential). A stage's thread count comes from "
+             "params.yaml, never from this, so results do not depend on it.",
+    ),
+    dvc_args: Optional[list[str]] = typer.Argument(
+        None, help="targets (train_gan, train_gan@mild, ...; default: every stage) and, after `--`, `dvc repro` "
+                   "options such as --force or --no-run-cache"),
 ) -> None:
-    """The main job: create the phantom dataset if data/ is absent, then `dvc repro` every stage.
+    """The main job: create the phantom dataset if data/ is absent, then reproduce every stage with DVC.
 
-    The reproduction is one MLflow run (stage ``repro``: git commit, dvc arguments, exit status; FAILED when
-    dvc fails) and every stage run dvc starts is nested under it (ACNEOPS_PARENT_RUN_ID)."""
+    Independent stages (the per-class GAN fine-tunes, the classifiers) run side by side, up to --jobs at a time.
+    The reproduction is one MLflow run (stage ``repro``: git commit, arguments, jobs, exit status; FAILED when a
+    stage fails) and every stage's run is nested under it (ACNEOPS_PARENT_RUN_ID). See acneops.pipeline.repro."""
     try:
         from acneops.core.config import load_params
         from acneops.data import phantom
+        from acneops.pipeline.repro import reproduce
         from acneops.stages.params import phantom_config
 
         if not DATA_DIR.exists():
             cfg = phantom_config(load_params(params), task="acne")
             typer.echo(phantom.generate(cfg, DATA_DIR).summary())
-        code = _tracked_dvc_repro(list(dvc_args or []), params)
-        raise typer.Exit(code=code)
+        raise typer.Exit(code=reproduce(list(dvc_args or []), params, jobs))
     except AcneopsError as exc:
         _fail(exc)
-
-
-def _tracked_dvc_repro(dvc_args: list[str], params: Path) -> int:
-    """`dvc repro *dvc_args` inside one parent MLflow run; returns dvc's exit status."""
-    from acneops import tracking
-
-    # DVC runs each stage's `acneops run ...` through the shell: put this interpreter's bin folder
-    # (the project's .venv) first on PATH so the stages use the same installation.
-    bin_dir = str(Path(sys.executable).parent)
-    path = bin_dir + os.pathsep + os.environ.get("PATH", "")
-    dvc = shutil.which("dvc", path=path) or "dvc"
-    with tracking.start_run("repro", None, {"dvc_args": " ".join(dvc_args), "params": str(params)}) as run:
-        with tracking.parent_run(run):  # the stages' runs (in dvc's subprocesses) nest under this one
-            code = subprocess.call([dvc, "repro", *dvc_args], env={**os.environ, "PATH": path})
-        run.set_tags({"acneops.exit_status": code})
-        if code != 0:
-            run.fail(f"dvc repro exited with status {code}")
-    return code
 
 
 if __name__ == "__main__":

@@ -6,7 +6,10 @@ import os
 
 import pytest
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before any test imports torch (see acneops/cli.py)
+# Tests start torch processes side by side (servers, stage subprocesses) on a small machine: sleeping OpenMP
+# waiters keep oversubscribed threads from spinning against each other. Set before any test imports torch. The
+# CLI sets no policy: a run owns its cores (acneops.pipeline.repro), where spinning waiters are faster.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @pytest.fixture(autouse=True)
