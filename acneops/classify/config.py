@@ -55,7 +55,7 @@ class TrainClassifierConfig:
     class_weighted_loss: bool = True  # weight cross-entropy by inverse class frequency of the train set
     seed: int = 0  # seeds init, shuffling, augmentation and the synthetic holdout
     workers: int = 0  # DataLoader worker processes (0 = load in the training process)
-    threads: int = 2  # torch CPU threads (0 = one per core); fixed: results differ in the last bits between counts
+    threads: int = 1  # torch CPU threads (0 = one per core); fixed: results differ in the last bits between counts
     keep_last: bool = False  # keep last.pt (optimizer + RNG state) after a finished run, to extend it later
 
     def __post_init__(self) -> None:

@@ -22,6 +22,8 @@ def _env(tmp_path: Path) -> dict[str, str]:
     env["PREFECT_HOME"] = str(tmp_path / "prefect")  # set before prefect is imported (fresh process)
     env.pop("PREFECT_API_URL", None)
     env["PREFECT_LOGGING_LEVEL"] = "WARNING"
+    # the temporary server migrates a fresh database before it answers: Prefect's 20 s timed out on a 2-core CI box
+    env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     return env
 
 
