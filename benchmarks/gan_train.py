@@ -78,6 +78,9 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--gen-images", type=int, default=256, help="images for the generation figure")
     ap.add_argument("--threads", type=int, default=0, help="torch threads; 0 = all cores")
     ap.add_argument("--profile", action="store_true", help="print the top operators of the timed steps")
+    ap.add_argument("--flops", action="store_true",
+                    help="also count the FLOPs of one tick of training steps and measure this machine's fp32 GEMM "
+                         "peak: the share of the peak the step achieves (a bound on what any engine can gain)")
     ap.add_argument("--reference", type=Path, default=None,
                     help="NVlabs/stylegan3 checkout: alternate NVIDIA's training with ours (patched temp copy)")
     ap.add_argument("--rounds", type=int, default=2, help="with --reference: ours/theirs pairs to run")
@@ -154,6 +157,66 @@ def measure_ours(cfg: TrainGanConfig, dist: gan_dist.Dist, a: argparse.Namespace
     return wall / nimg * 1000, cpu / nimg * 1000, state
 
 
+class _FlopCount:
+    """Counts FLOPs of the aten ops torch's flop counter knows (matmuls, convolutions and their backward), as a
+    dispatch mode: torch's FlopCounterMode also tracks modules with hooks that refuse ``autograd.grad`` (R1 and
+    path length differentiate through a gradient)."""
+
+    def __new__(cls):
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils.flop_counter import flop_registry
+
+        class Mode(TorchDispatchMode):
+            total = 0
+
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                kwargs = kwargs or {}
+                out = func(*args, **kwargs)
+                count = flop_registry.get(func._overloadpacket)
+                if count is not None:
+                    Mode.total += count(*args, **kwargs, out_val=out)
+                return out
+
+        return Mode()
+
+
+def step_flops(cfg: TrainGanConfig, dist: gan_dist.Dist) -> float:
+    """FLOPs of one training step, averaged over one tick (lcm of the R1 and path-length intervals: every phase in
+    its share), as torch's flop counter counts them (matmuls and convolutions, forward and backward, also the
+    gradients of gradients; elementwise work is not counted)."""
+    state = build_state(cfg, dist)
+    bank = RandomImages(max(256, cfg.batch), cfg.resolution)
+    tick = math.lcm(cfg.r1_interval, cfg.pl_interval if cfg.pl_weight else 1)
+    for _ in range(tick):  # state past its first step (lazy buffers, path-length mean)
+        train_step(state, cfg, bank, dist)
+    with _FlopCount() as counter:
+        for _ in range(tick):
+            train_step(state, cfg, bank, dist)
+    return counter.total / tick
+
+
+def gemm_peak(threads: int, size: int = 2048, repeats: int = 20) -> float:
+    """This machine's fp32 GFLOPS on a square matmul (the best of ``repeats``) with ``threads`` threads."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * size ** 3 / best / 1e9
+
+
+def roofline(cfg: TrainGanConfig, dist: gan_dist.Dist, sec_per_kimg: float) -> None:
+    flops = step_flops(cfg, dist)
+    per_kimg = flops * 1000 / cfg.batch
+    achieved = per_kimg / sec_per_kimg / 1e9
+    peak = gemm_peak(torch.get_num_threads())
+    print(f"FLOPs: {flops / 1e9:.1f} GFLOP per step ({per_kimg / 1e12:.2f} TFLOP per kimg, matmul + conv, fwd + bwd); "
+          f"achieved {achieved:.0f} GFLOPS = {100 * achieved / peak:.0f}% of this machine's fp32 matmul peak "
+          f"({peak:.0f} GFLOPS, 2048^2, {torch.get_num_threads()} threads); at that peak a step could not go below "
+          f"{per_kimg / peak / 1e9:.1f} s/kimg")
+
+
 def _load() -> str:
     return "/".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -217,6 +280,11 @@ def alternate(cfg: TrainGanConfig, dist: gan_dist.Dist, a: argparse.Namespace) -
     print(f"acneops {statistics.median(ours):.1f} s/kimg, NVIDIA {statistics.median(theirs):.1f} s/kimg (medians of "
           f"{a.rounds} rounds, {a.steps} timed minibatches each, same images, same setting): acneops trains at "
           f"{statistics.median(theirs) / statistics.median(ours):.2f}x NVIDIA's speed (per round {ratios})")
+    if a.flops:
+        roofline(cfg, dist, statistics.median(ours))
+        per_kimg = step_flops(cfg, dist) * 1000 / cfg.batch
+        print(f"NVIDIA at {statistics.median(theirs):.1f} s/kimg on the same network: "
+              f"{per_kimg / statistics.median(theirs) / 1e9:.0f} GFLOPS (its own step may count more FLOPs)")
 
 
 def main() -> None:
@@ -239,6 +307,8 @@ def main() -> None:
     print(f"training: {wall:.1f} sec/kimg, {1000 / wall:.2f} images/s "
           f"(wall, {a.steps} steps after {a.warmup} warm-up; process CPU {cpu:.1f} s/kimg; "
           f"ADA p at end {float(state.augment_pipe.p) if state.augment_pipe is not None else 0:.3f})")
+    if a.flops:
+        roofline(cfg, dist, wall)
     gen = time_generation(state.G_ema, a.gen_images, 32, dist.device)
     print(f"generation: {gen:.1f} images/s (G_ema, batch 32, const noise)")
     print(f"load average (1/5/15 min): {load_before} before, {_load()} after ({os.cpu_count()} cores)")
