@@ -104,3 +104,21 @@ def read_jsonl_lines(path: Path) -> int:
         return path.read_text().count("\n")
     except FileNotFoundError:
         return 0
+
+
+def assert_same(a, b, where: str = "ckpt") -> None:
+    """Recursive equality of checkpoints and their parts; tensors bitwise (same dtype, torch.equal)."""
+    import torch
+
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), f"{where} differs"
+    elif isinstance(a, dict):
+        assert set(a) == set(b), f"{where}: keys {sorted(set(a) ^ set(b))}"
+        for key in a:
+            assert_same(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), f"{where}: lengths"
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 from gan_testkit import (
+    assert_same,
     make_restored,
     read_jsonl_lines,
     run_stage,
@@ -20,22 +21,6 @@ from gan_testkit import (
 
 RUN = "resume"
 SCHEDULE = {"total_kimg": 0.096, "snapshot_kimg": 0.032, "tick_kimg": 0.008}  # 24 steps of 4 images
-
-
-def _assert_same(a, b, where: str = "ckpt") -> None:
-    """Recursive equality; tensors bitwise (torch.equal)."""
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), f"{where} differs"
-    elif isinstance(a, dict):
-        assert set(a) == set(b), f"{where}: keys {sorted(set(a) ^ set(b))}"
-        for k in a:
-            _assert_same(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), f"{where}: lengths"
-        for i, (x, y) in enumerate(zip(a, b)):
-            _assert_same(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, f"{where}: {a!r} != {b!r}"
 
 
 def _kill_after_first_checkpoint(root: Path) -> None:
@@ -73,7 +58,7 @@ def test_sigkill_and_rerun_gives_the_uninterrupted_weights(tmp_path):
     assert 0 < float(b["augment"]["p"]) <= 1  # ADA state took part
     assert b["mlflow_run_id"] == partial["mlflow_run_id"]  # the resumed training continued its run
     a.pop("mlflow_run_id"), b.pop("mlflow_run_id")
-    _assert_same(a, b)
+    assert_same(a, b)
     # the deterministic log is the same too (lines after the checkpoint were dropped and recomputed)
     for name in (f"models/gan/{RUN}/stats.jsonl", f"reports/train_gan/{RUN}.json",
                  f"reports/train_gan/{RUN}_stats.json"):

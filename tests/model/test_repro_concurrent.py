@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from gan_testkit import assert_same
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
 from pipeline_repo import copy_pipeline, tiny_params  # noqa: E402  (tests/code: the tiny pipeline)
@@ -40,22 +41,6 @@ GANS = ("base", "all", *FINE_TUNES)
 FINE_TUNE = {"total_kimg": 0.4, "snapshot_kimg": 0.032, "tick_kimg": 0.008}
 # files of a GAN run that are the same bytes in every run (timing.jsonl is wall-clock; final.pt holds the run id)
 DETERMINISTIC = ("config.json", "stats.jsonl")
-
-
-def _assert_same(a, b, where: str) -> None:
-    """Recursive equality; tensors bitwise (same dtype, torch.equal)."""
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), f"{where} differs"
-    elif isinstance(a, dict):
-        assert set(a) == set(b), f"{where}: keys {sorted(set(a) ^ set(b))}"
-        for k in a:
-            _assert_same(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), f"{where}: lengths"
-        for i, (x, y) in enumerate(zip(a, b)):
-            _assert_same(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, f"{where}: {a!r} != {b!r}"
 
 
 def _params() -> dict:
@@ -98,7 +83,7 @@ def _assert_same_gans(a: Path, b: Path) -> None:
         ckpt_a = torch.load(a / "models/gan" / run / "final.pt", weights_only=True)
         ckpt_b = torch.load(b / "models/gan" / run / "final.pt", weights_only=True)
         ckpt_a.pop("mlflow_run_id"), ckpt_b.pop("mlflow_run_id")
-        _assert_same(ckpt_a, ckpt_b, f"train_gan@{run} final.pt")
+        assert_same(ckpt_a, ckpt_b, f"train_gan@{run} final.pt")
         for name in [*(f"models/gan/{run}/{f}" for f in DETERMINISTIC), f"reports/train_gan/{run}.json",
                      f"reports/train_gan/{run}_stats.json",
                      *(p.relative_to(a).as_posix() for p in sorted((a / "models/gan" / run / "grids").glob("*.png")))]:
