@@ -64,7 +64,8 @@ class EvaluateConfig:
     cache_dir: Path = DEFAULT_CACHE_DIR  # feature statistics cache of the real image sets
     n_fake: int = 200  # images generated per generator for FD/KID/PRDC and class fidelity, count
     psi: float = 1.0  # truncation psi of stylegan2 generators (dcgan has none: always 1)
-    seed: int = 0  # first generation seed (seeds seed..seed+n_fake-1); also KID subsets and the tiny net
+    seed: int = 0  # first generation seed (seeds seed..seed+n_fake-1); also KID subsets, the tiny net, bootstrap
+    bootstrap: int = 2000  # resamples of the test images for the 95% intervals of the classifier figures; 0 = none
     kid_subsets: int = 100  # KID: random subsets, count
     kid_subset_size: int = 1000  # KID: samples per subset (capped at the smaller set), count
     nearest_k: int = 3  # precision/recall/density/coverage: k of the k-NN balls
@@ -93,6 +94,7 @@ class EvaluateConfig:
         require(self.nearest_k >= 1 and self.kid_subsets >= 1 and self.kid_subset_size >= 2,
                 f"{where}: nearest_k and kid_subsets must be >= 1, kid_subset_size >= 2")
         require(self.psi >= 0, f"{where}.psi: must be >= 0, got {self.psi}")
+        require(self.bootstrap >= 0, f"{where}.bootstrap: must be >= 0 (0 = no intervals), got {self.bootstrap}")
         require(min(self.batch, self.feature_batch, self.grid_images, self.grid_ncol) >= 1,
                 f"{where}: batch, feature_batch, grid_images and grid_ncol must be >= 1")
         require(self.fidelity_judge in ("", "sorter", *self.classifiers),
@@ -210,7 +212,28 @@ def evaluate_classifier(name: str, checkpoint: Path, cfg: EvaluateConfig, strict
         "report": report,
         "chance": chance_levels(y_true, labels),
         "confusion_png": f"confusion/{name}.png",
+        PREDICTIONS: (y_true, y_pred, labels),  # in memory only: run() takes it out before anything is written
     }
+
+
+PREDICTIONS = "_predictions"
+# scenario pairs compared on the same test images: a - b (and a / b)
+PAIRS = (("augmented", "real"), ("synthetic", "real"))
+
+
+def add_intervals(details: dict[str, Any], cfg: EvaluateConfig) -> None:
+    """95% bootstrap intervals over the test images for every classifier (and the sorter), and paired intervals of
+    the scenario differences, into ``details["intervals"]``; takes the per-image predictions out of ``details``."""
+    from acneops.metrics.bootstrap import intervals
+
+    entries = {**details["classifiers"], **({"sorter": details["sorter"]} if details.get("sorter") else {})}
+    predictions = {name: e.pop(PREDICTIONS) for name, e in entries.items()}
+    if cfg.bootstrap:
+        scenarios = {k: v for k, v in predictions.items() if k != "sorter"}
+        details["intervals"] = intervals(scenarios, cfg.bootstrap, cfg.seed, PAIRS)
+        if "sorter" in predictions:
+            sorter = intervals({"sorter": predictions["sorter"]}, cfg.bootstrap, cfg.seed)
+            details["intervals"]["classifiers"]["sorter"] = sorter["classifiers"]["sorter"]
 
 
 
@@ -256,11 +279,36 @@ def _classifier_numbers(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 
+def _with_intervals(numbers: dict[str, Any], ci: dict[str, list[float]] | None) -> dict[str, Any]:
+    """The classifier's numbers with ``<stat>_ci95_low`` / ``_high`` after each statistic that has an interval."""
+    if not ci:
+        return numbers
+    out: dict[str, Any] = {}
+    for key, value in numbers.items():
+        out[key] = value
+        if key in ci:
+            out[f"{key}_ci95_low"], out[f"{key}_ci95_high"] = _sig(ci[key][0]), _sig(ci[key][1])
+    return out
+
+
+def _comparisons(pairs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {pair: {stat: {"difference": _sig(v["difference"]), "ci95_low": _sig(v["ci95"][0]),
+                          "ci95_high": _sig(v["ci95"][1]), "distinguishable": v["distinguishable"],
+                          **({"ratio": _sig(v["ratio"]), "ratio_ci95_low": _sig(v["ratio_ci95"][0]),
+                              "ratio_ci95_high": _sig(v["ratio_ci95"][1])} if v["ratio"] is not None
+                             and v["ratio_ci95"] is not None else {})}
+                   for stat, v in stats.items()} for pair, stats in pairs.items()}
+
+
 def metrics_from(details: dict[str, Any]) -> dict[str, Any]:
     """The numbers of ``details`` as the nested metrics.json (deterministic: no timings, no paths)."""
-    nested: dict[str, Any] = {"classifiers": {s: _classifier_numbers(e) for s, e in details["classifiers"].items()}}
+    ci = details.get("intervals", {}).get("classifiers", {})
+    nested: dict[str, Any] = {"classifiers": {s: _with_intervals(_classifier_numbers(e), ci.get(s))
+                                              for s, e in details["classifiers"].items()}}
+    if details.get("intervals", {}).get("pairs"):
+        nested["comparisons"] = _comparisons(details["intervals"]["pairs"])
     if details.get("sorter"):
-        nested["sorter"] = _classifier_numbers(details["sorter"])
+        nested["sorter"] = _with_intervals(_classifier_numbers(details["sorter"]), ci.get("sorter"))
     gens, fidelity = {}, {}
     for name, g in details.get("generators", {}).items():
         nums = {k: (_sig(v) if isinstance(v, float) else v) for k, v in g["distribution"].items()

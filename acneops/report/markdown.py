@@ -53,12 +53,34 @@ def scenario_table(classifiers: dict[str, dict[str, Any]], trained_on: dict[str,
     rows = []
     for name in _ordered(list(classifiers)):
         m = classifiers[name]
-        row = [f"**{name}**", trained_on.get(name, "–"), fmt(m.get("accuracy")), fmt(m.get("macro_f1")),
+        row = [f"**{name}**", trained_on.get(name, "–"), _with_ci(m, "accuracy"), _with_ci(m, "macro_f1"),
                fmt(m.get("macro_precision")), fmt(m.get("macro_recall"))]
         row += [fmt(m.get("sensitivity")), fmt(m.get("specificity"))] if binary else []
         row += [f"{fmt(m.get('chance_uniform'))} / {fmt(m.get('chance_majority'))}", fmt(m.get("n_test"), "d")]
         rows.append(row)
     return md_table(header, rows)
+
+
+def _with_ci(m: dict[str, Any], key: str) -> str:
+    """``0.752 [0.678, 0.826]`` when metrics.json has the 95% interval, else the figure alone."""
+    low, high = m.get(f"{key}_ci95_low"), m.get(f"{key}_ci95_high")
+    return fmt(m.get(key)) + (f" [{fmt(low)}, {fmt(high)}]" if low is not None and high is not None else "")
+
+
+def comparison_table(comparisons: dict[str, dict[str, Any]]) -> str:
+    """Paired differences between scenarios (metrics.json ``comparisons``) with their 95% intervals and what can
+    be read from them."""
+    rows = []
+    for pair, stats in comparisons.items():
+        a, b = pair.split("_minus_")
+        for stat, v in stats.items():
+            verdict = (("higher" if v["difference"] > 0 else "lower") + " beyond noise" if v["distinguishable"]
+                       else "not distinguishable (the interval contains 0)")
+            ratio = (f"{fmt(v['ratio'])} [{fmt(v['ratio_ci95_low'])}, {fmt(v['ratio_ci95_high'])}]"
+                     if "ratio" in v else "–")
+            rows.append([f"`{a}` − `{b}`", stat.replace("_", "-"), f"{v['difference']:+.3f}",
+                         f"[{v['ci95_low']:+.3f}, {v['ci95_high']:+.3f}]", ratio, verdict])
+    return md_table(["comparison", "figure", "difference", "95% interval", "ratio a / b [95%]", "reading"], rows)
 
 
 def per_class_table(classifiers: dict[str, dict[str, Any]], key: str = "f1") -> str:
@@ -156,13 +178,23 @@ def _classifier_section(details: dict[str, Any], metrics: dict[str, Any]) -> lis
              f"Chance level: guessing uniformly among the {k} classes gives accuracy {fmt(chance['uniform'])}; "
              f"always answering the majority class (`{chance['majority_class']}`) gives {fmt(chance['majority'])}.",
              "", per_class_table(cls, "f1"), ""]
+    intervals = details.get("intervals")
+    if intervals:
+        lines += [f"Brackets: 95% percentile bootstrap intervals over the test images ({intervals['n']} resamples, "
+                  f"seed {intervals['seed']}): how far a figure could move with another draw of as many test images. "
+                  "They do not include the spread between training runs (seeds), which one run per scenario cannot "
+                  "show.", ""]
+    if metrics.get("comparisons"):
+        lines += ["Scenarios compared on the same resampled test images (paired):", "",
+                  comparison_table(metrics["comparisons"]), ""]
     positives = {e["report"].get("positive") for e in details["classifiers"].values()} - {None}
     if positives:
         lines.append(f"Sensitivity / specificity are those of the positive class `{', '.join(sorted(positives))}`.")
     if details.get("sorter"):
         s, m = details["sorter"], metrics["sorter"]
         lines += ["", f"**Severity sorter** (classes {', '.join(s['report']['labels'])}): accuracy "
-                      f"{fmt(m['accuracy'])}, macro-F1 {fmt(m['macro_f1'])} on {m['n_test']} real test images "
+                      f"{_with_ci(m, 'accuracy')}, macro-F1 {_with_ci(m, 'macro_f1')} on {m['n_test']} real test "
+                      "images "
                       f"(chance {fmt(m['chance_uniform'])} uniform, {fmt(m['chance_majority'])} majority)."]
     return lines + [""]
 

@@ -33,6 +33,7 @@ from acneops.evaluation.scoring import (
     ROLE,
     SECTION,
     EvaluateConfig,
+    add_intervals,
     build_extractor,
     check_inputs,
     evaluate_classifier,
@@ -99,6 +100,7 @@ def run(cfg: EvaluateConfig) -> EvaluateResult:
     details: dict[str, Any] = {"provenance": provenance(cfg), "role": ROLE}
     details["classifiers"] = {s: evaluate_classifier(s, Path(p), cfg) for s, p in cfg.classifiers.items()}
     details["sorter"] = evaluate_classifier("sorter", Path(cfg.sorter), cfg, strict_positive=False) if cfg.sorter else None
+    add_intervals(details, cfg)
     extractor, domain_ckpt = build_extractor(cfg)
     details["feature"] = evaluate_gen.feature_space(extractor, domain_ckpt)
     judge = load_judge(cfg)

@@ -150,12 +150,25 @@ def acne(tmp_path_factory) -> dict:
 
 def test_metrics_json_holds_every_section_with_valid_numbers(acne):
     metrics = json.loads((acne["reports"] / "metrics.json").read_text())
-    assert set(metrics) == {"classifiers", "sorter", "generators", "class_fidelity", "class_fidelity_summary",
-                            "anonymity"}
+    assert set(metrics) == {"classifiers", "comparisons", "sorter", "generators", "class_fidelity",
+                            "class_fidelity_summary", "anonymity"}
     assert set(metrics["classifiers"]) == {"synthetic", "real", "augmented"}
     for m in [*metrics["classifiers"].values(), metrics["sorter"]]:
         for key in ("accuracy", "macro_precision", "macro_recall", "macro_f1", "chance_uniform", "chance_majority"):
             assert 0.0 <= m[key] <= 1.0, key
+        for key in ("accuracy", "macro_f1"):  # 95% bootstrap interval over the test images around the figure
+            assert 0.0 <= m[f"{key}_ci95_low"] <= m[key] <= m[f"{key}_ci95_high"] <= 1.0, key
+    # scenario differences, paired on the same resampled test images, with what can be read from them
+    assert set(metrics["comparisons"]) == {"augmented_minus_real", "synthetic_minus_real"}
+    for pair in metrics["comparisons"].values():
+        for v in pair.values():
+            assert v["ci95_low"] <= v["ci95_high"]
+            assert v["distinguishable"] == (not v["ci95_low"] <= 0.0 <= v["ci95_high"])
+    report = (acne["reports"] / "report.md").read_text()
+    assert "95% percentile bootstrap intervals over the test images" in report
+    assert "`augmented` − `real`" in report and "`synthetic` − `real`" in report
+    evaluation = json.loads((acne["reports"] / "evaluation.json").read_text())
+    assert "_predictions" not in json.dumps(evaluation)  # per-image predictions are never written
     assert metrics["classifiers"]["real"]["n_test"] == 8
     assert metrics["classifiers"]["real"]["chance_uniform"] == pytest.approx(1 / 3, abs=1e-5)
     assert metrics["classifiers"]["real"]["chance_majority"] == pytest.approx(3 / 8)
