@@ -158,7 +158,12 @@ def trained_on(config: dict[str, Any] | None) -> str:
     real, synthetic = bool(config.get("real_train")), bool(config.get("synthetic_dir"))
     if real and synthetic:
         return "real + synthetic"
-    return "synthetic only (TSTR)" if synthetic else "real only"
+    if not synthetic:
+        return "real only"
+    # pure TSTR: no real image trains or selects it; otherwise the variant is named by what selected it
+    if config.get("val_source") == "synthetic_holdout":
+        return "synthetic only (TSTR)"
+    return "synthetic only, selected on real val"
 
 
 

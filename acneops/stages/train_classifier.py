@@ -7,10 +7,11 @@ Named runs in params (``train_classifier.runs``) give the pipeline's classifiers
 - ``real``: real train split + traditional augmentation — scenario 1 of the second method;
 - ``augmented``: real + up to N synthetic images per class — scenario 2 of the second method.
 
-The model is selected on the real validation split by default (``val_source: real_val``), also for
-the synthetic-only run: the usual protocol, at the cost of a little real information in model
-selection; ``val_source: synthetic_holdout`` keeps the synthetic run free of any real image. The
-real test split is never read here (the data access layer refuses it).
+The model is selected on the real validation split (``val_source: real_val``, the config default), except
+the pipeline's synthetic-only run: params give it ``val_source: synthetic_holdout``, so no real image trains
+or selects it (pure TSTR; selecting a synthetic-only model on real images would put real information into
+it, and the report would name that variant "selected on real val"). The real test split is never read here
+(the data access layer refuses it).
 
 Outputs in ``out_dir``: config.json (written first), history.jsonl (one line per epoch), best.pt,
 val_metrics.json, val_confusion.json/.png, and last.pt while training (resume after a kill).

@@ -79,7 +79,7 @@ def make_synthetic(root: Path, labels: tuple[str, ...], n: int = 8) -> Path:
 
 
 def make_classifier(path: Path, labels: tuple[str, ...], always: str | None = None, seed: int = 0,
-                    real_train: bool = True, synthetic_dir: str = "") -> Path:
+                    real_train: bool = True, synthetic_dir: str = "", val_source: str = "real_val") -> Path:
     """A resnet18 at 32 px; with ``always`` its head answers that class for every image."""
     torch.manual_seed(seed)
     model = create_classifier("resnet18", len(labels), img_size=32)
@@ -88,7 +88,7 @@ def make_classifier(path: Path, labels: tuple[str, ...], always: str | None = No
             model.fc.weight.zero_()
             model.fc.bias.copy_(torch.tensor([10.0 if c == always else 0.0 for c in labels]))
     save_checkpoint(path, model, model_args_for("resnet18", len(labels), 32, labels), epoch=1,
-                    config={"real_train": real_train, "synthetic_dir": synthetic_dir})
+                    config={"real_train": real_train, "synthetic_dir": synthetic_dir, "val_source": val_source})
     return path
 
 
@@ -132,7 +132,8 @@ def acne(tmp_path_factory) -> dict:
     make_restored(root / "restored", labels, test_counts={"healthy": 3, "mild": 2, "severe": 3})
     make_synthetic(root / "synthetic", labels)
     models = root / "models"
-    clf = {"synthetic": make_classifier(models / "synthetic.pt", labels, seed=1, real_train=False, synthetic_dir="s"),
+    clf = {"synthetic": make_classifier(models / "synthetic.pt", labels, seed=1, real_train=False, synthetic_dir="s",
+                                        val_source="synthetic_holdout"),
            "real": make_classifier(models / "real.pt", labels, seed=2),
            "augmented": make_classifier(models / "augmented.pt", labels, always="severe", synthetic_dir="s")}
     sorter = make_classifier(models / "sorter.pt", ("mild", "severe"), always="mild")
@@ -361,3 +362,14 @@ def test_progress_bars_name_the_stage_and_the_generator_or_classifier(acne, tmp_
                 "evaluate mild: features (real train", "evaluate mild: class fidelity",
                 "audit evaluate_mild: features (real test)"):
         assert bar in err, bar
+
+
+def test_a_synthetic_only_classifier_selected_on_real_images_is_named_so():
+    """Pure TSTR is the synthetic-only run selected on a synthetic hold-out; one whose best epoch was picked on the
+    real val split used real information and is reported under its own name (issue 12)."""
+    from acneops.evaluation.scoring import trained_on
+
+    base = {"real_train": False, "synthetic_dir": "datasets/synthetic"}
+    assert trained_on({**base, "val_source": "synthetic_holdout"}) == "synthetic only (TSTR)"
+    assert trained_on({**base, "val_source": "real_val"}) == "synthetic only, selected on real val"
+    assert trained_on({**base, "real_train": True}) == "real + synthetic"

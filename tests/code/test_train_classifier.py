@@ -302,3 +302,12 @@ def test_killed_cli_run_resumes_to_uninterrupted_weights_in_one_mlflow_run(data,
     assert [(r.info.status, r.data.tags["acneops.resumed"]) for r in runs] == [("FINISHED", "True")]
     history = MlflowClient(tracking_uri=mlflow_uri).get_metric_history(runs[0].info.run_id, "val_acc")
     assert {m.step for m in history} == set(range(1, epochs + 1))
+
+
+def test_the_default_tstr_run_is_pure():
+    """The pipeline's synthetic-only classifier: no real image trains it or picks its best epoch (issue 12)."""
+    from acneops.core.config import load_params
+
+    root = Path(__file__).resolve().parents[2]
+    cfg = config_from_params(load_params(root / "params.yaml"), "synthetic")
+    assert not cfg.real_train and cfg.synthetic_dir and cfg.val_source == "synthetic_holdout"
