@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import re
 import resource
 import shutil
@@ -27,20 +26,16 @@ import tempfile
 import time
 from pathlib import Path
 
+from gan_reference import machine  # benchmarks/: the machine line every benchmark prints
+
+from acneops.pipeline.repro import dvc_env
+
 
 def _env() -> dict[str, str]:
-    bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+    """acneops repro's own environment for DVC (this .venv first on PATH), not nested under a caller's run."""
+    env = dvc_env()[1]
     env.pop("ACNEOPS_PARENT_RUN_ID", None)
     return env
-
-
-def cpu_model() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        return re.search(r"model name\s*:\s*(.+)", text).group(1).strip()
-    except (OSError, AttributeError):
-        return platform.processor() or platform.machine()
 
 
 def _children_cpu() -> float:
@@ -100,10 +95,9 @@ def main() -> None:
         busy = sum(cpu_by_stage.get(s, 0.0) for s in inside)
         print(f"\nGAN and classifier stages: {last - first:.0f} s from the first start to the last end, "
               f"CPU {100 * busy / (last - first):.0f}% ({len(heavy)} stages)")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"acneops repro --jobs {args.jobs} (fresh clone, phantom data included): {wall:.1f} s = {wall / 60:.1f} min, "
           f"CPU {100 * cpu / wall:.0f}%")
-    print(f"machine: {cpu_model()}, {cores} cores; load average {load_before[0]:.2f} before, {load_after[0]:.2f} "
+    print(f"machine: {machine()}; load average {load_before[0]:.2f} before, {load_after[0]:.2f} "
           "after (1 min)")
     began = time.monotonic()
     again = subprocess.run([sys.executable, "-m", "acneops", "repro", "--jobs", str(args.jobs)], cwd=clone,
