@@ -233,12 +233,8 @@ def add_intervals(details: dict[str, Any], cfg: EvaluateConfig) -> None:
 
     entries = {**details["classifiers"], **({"sorter": details["sorter"]} if details.get("sorter") else {})}
     predictions = {name: e.pop(PREDICTIONS) for name, e in entries.items()}
-    if cfg.bootstrap:
-        scenarios = {k: v for k, v in predictions.items() if k != "sorter"}
-        details["intervals"] = intervals(scenarios, cfg.bootstrap, cfg.seed, PAIRS)
-        if "sorter" in predictions:
-            sorter = intervals({"sorter": predictions["sorter"]}, cfg.bootstrap, cfg.seed)
-            details["intervals"]["classifiers"]["sorter"] = sorter["classifiers"]["sorter"]
+    if cfg.bootstrap:  # the sorter (its own classes and images) gets intervals, never a pair
+        details["intervals"] = intervals(predictions, cfg.bootstrap, cfg.seed, PAIRS)
 
 
 
@@ -296,13 +292,14 @@ def _with_intervals(numbers: dict[str, Any], ci: dict[str, list[float]] | None) 
     return out
 
 
-def _comparisons(pairs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    return {pair: {stat: {"difference": _sig(v["difference"]), "ci95_low": _sig(v["ci95"][0]),
-                          "ci95_high": _sig(v["ci95"][1]), "distinguishable": v["distinguishable"],
-                          **({"ratio": _sig(v["ratio"]), "ratio_ci95_low": _sig(v["ratio_ci95"][0]),
-                              "ratio_ci95_high": _sig(v["ratio_ci95"][1])} if v["ratio"] is not None
-                             and v["ratio_ci95"] is not None else {})}
-                   for stat, v in stats.items()} for pair, stats in pairs.items()}
+def _comparison(v: dict[str, Any]) -> dict[str, Any]:
+    """One paired comparison of acneops.metrics.bootstrap as flat metrics.json numbers."""
+    out = {"difference": _sig(v["difference"]), "ci95_low": _sig(v["ci95"][0]), "ci95_high": _sig(v["ci95"][1]),
+           "distinguishable": v["distinguishable"]}
+    if v["ratio"] is not None and v["ratio_ci95"] is not None:
+        out.update(ratio=_sig(v["ratio"]), ratio_ci95_low=_sig(v["ratio_ci95"][0]),
+                   ratio_ci95_high=_sig(v["ratio_ci95"][1]))
+    return out
 
 
 def metrics_from(details: dict[str, Any]) -> dict[str, Any]:
@@ -311,7 +308,8 @@ def metrics_from(details: dict[str, Any]) -> dict[str, Any]:
     nested: dict[str, Any] = {"classifiers": {s: _with_intervals(_classifier_numbers(e), ci.get(s))
                                               for s, e in details["classifiers"].items()}}
     if details.get("intervals", {}).get("pairs"):
-        nested["comparisons"] = _comparisons(details["intervals"]["pairs"])
+        nested["comparisons"] = {pair: {stat: _comparison(v) for stat, v in stats.items()}
+                                 for pair, stats in details["intervals"]["pairs"].items()}
     if details.get("sorter"):
         nested["sorter"] = _with_intervals(_classifier_numbers(details["sorter"]), ci.get("sorter"))
     gens, fidelity = {}, {}

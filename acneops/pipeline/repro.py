@@ -2,7 +2,7 @@
 
 With ``jobs`` > 1 this is a small scheduler over DVC's own stage graph: every stage whose upstream stages are done
 runs as ``dvc --wait-for-lock repro --single-item <stage>`` in its own process, while the CPU threads of the
-running stages (each stage's count from params.yaml: :func:`acneops.stages.params.stage_threads`) fit in ``jobs``
+running stages (each stage's count from params.yaml: :func:`acneops.pipeline.threads.stage_threads`) fit in ``jobs``
 cores. The threads never outnumber the cores: measured on a calm 2-core machine, a StyleGAN2 step at the default
 setting takes 10.7 s/kimg with 2 spinning OpenMP threads, 16.8 with 1, and 23.2 with 2 sleeping (``PASSIVE``)
 threads; the sleeping waiters that keep oversubscribed threads tolerable cost more than a core adds. So no wait
