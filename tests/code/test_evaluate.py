@@ -340,6 +340,8 @@ def test_bad_params_are_rejected(acne):
         evaluate.config_from_params({**params, "evaluate": {**params["evaluate"], "fidelity_judge": "oracle"}})
     with pytest.raises(ConfigError, match="section 'audit' is missing"):
         evaluate.config_from_params({"evaluate": params["evaluate"]})
+    with pytest.raises(ConfigError, match=r"evaluate\]\.bootstrap: must be >= 0 \(0 = no intervals\), got -1"):
+        evaluate.config_from_params({**params, "evaluate": {**params["evaluate"], "bootstrap": -1}})
 
 
 def test_generator_not_named_after_a_class_needs_its_labels(acne, tmp_path):
