@@ -17,13 +17,12 @@ SECTION = "train_classifier"  # params section (named in error messages)
 ROLES = ("sorter", "classifier")  # data roles a classifier may take (acneops.data.access)
 
 
-
 VAL_SOURCES = ("real_val", "synthetic_holdout")
-
 
 
 SELECT_METRICS = ("macro_f1", "accuracy")
 
+SEEDS_DIR = "seeds"  # <out_dir>/seeds/<seed>/: the replicate models; <out_dir>/seeds/summary.json: all seeds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +52,9 @@ class TrainClassifierConfig:
     brightness: float = 0.2  # max relative brightness change (0 = off)
     hflip: float = 0.5  # probability of a horizontal flip (0 = off)
     class_weighted_loss: bool = True  # weight cross-entropy by inverse class frequency of the train set
-    seed: int = 0  # seeds init, shuffling, augmentation and the synthetic holdout
+    # training seeds (init, shuffling, augmentation, synthetic holdout), one model each: the first is the model the
+    # pipeline uses (out_dir/best.pt), the others are replicates (out_dir/seeds/<seed>/) that evaluate scores too
+    seeds: tuple[int, ...] = (0,)
     workers: int = 0  # DataLoader worker processes (0 = load in the training process)
     threads: int = 1  # torch CPU threads (0 = one per core); fixed: results differ in the last bits between counts
     keep_last: bool = False  # keep last.pt (optimizer + RNG state) after a finished run, to extend it later
@@ -80,11 +81,24 @@ class TrainClassifierConfig:
         require(0 <= self.brightness < 1 and 0 <= self.hflip <= 1, f"{where}: brightness in [0, 1), hflip in [0, 1]")
         require(self.workers >= 0 and self.threads >= 0, f"{where}: workers and threads must be >= 0")
         require(isinstance(self.pretrained, (bool, str)), f"{where}.pretrained: false, true or a file path")
+        require(len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds) and min(self.seeds) >= 0,
+                f"{where}.seeds: one or more distinct seeds >= 0, got {list(self.seeds)}")
 
     @property
     def out_path(self) -> Path:
         return Path(self.out_dir.replace("{name}", self.name))
 
+    @property
+    def seed(self) -> int:
+        """The seed of the model at out_path (the first of ``seeds``)."""
+        return self.seeds[0]
+
+    def replicates(self) -> list["TrainClassifierConfig"]:
+        """One single-seed config per seed: the first writes to out_path, the others to out_path/seeds/<seed>."""
+        out = [dataclasses.replace(self, seeds=(self.seeds[0],), out_dir=str(self.out_path))]
+        out += [dataclasses.replace(self, name=f"{self.name}-seed{s}", seeds=(s,),
+                                    out_dir=str(self.out_path / SEEDS_DIR / str(s))) for s in self.seeds[1:]]
+        return out
 
 
 def collect_items(cfg: TrainClassifierConfig) -> tuple[list[Any], list[Any]]:
@@ -104,3 +118,26 @@ def collect_items(cfg: TrainClassifierConfig) -> tuple[list[Any], list[Any]]:
         val = real_items(cfg.restored_dir, "val", cfg.role, cfg.labels)
     return train, val
 
+
+
+def replicate_checkpoints(checkpoint: Path) -> list[tuple[int | None, Path]]:
+    """[(seed, checkpoint)] of a classifier and its replicates: ``checkpoint`` first, then the file of the same name
+    under ``<its folder>/seeds/<seed>/`` for every further seed in ``seeds/summary.json``. A checkpoint trained
+    outside the pipeline (no summary) is one model of unknown seed. A listed replicate that is missing is an error."""
+    import json
+
+    from acneops.core.errors import StageError
+
+    checkpoint = Path(checkpoint)
+    summary = checkpoint.parent / SEEDS_DIR / "summary.json"
+    if not summary.is_file():
+        return [(None, checkpoint)]
+    seeds = [int(s) for s in json.loads(summary.read_text()).get("seeds") or []]
+    out: list[tuple[int | None, Path]] = [(seeds[0] if seeds else None, checkpoint)]
+    for seed in seeds[1:]:
+        path = checkpoint.parent / SEEDS_DIR / str(seed) / checkpoint.name
+        if not path.is_file():
+            raise StageError(f"{summary}: seed {seed}'s model {path} is missing; re-run the classifier's "
+                             "`dvc repro train_classifier@<name>`")
+        out.append((seed, path))
+    return out

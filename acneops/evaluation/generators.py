@@ -1,6 +1,7 @@
 """Generator side of `evaluate`: distribution metrics, class fidelity, anonymity audit, grids, GAN curves.
 
-- Quality: ``n_fake`` images per generator (seeds ``seed..seed+n_fake-1``) against the real train
+- Quality: ``n_fake`` images per generator (seeds ``seed..seed+n_fake-1``), drawn ``generation_draws`` times
+  from disjoint seed ranges (figures are means over the draws, with the SD of FD and of class fidelity), against the real train
   images of the generator's classes, in one feature space: Fréchet distance (Heusel et al. 2017)
   named by the space (``fd_domain``; ``fid`` only with the TF-Inception weights), KID (Bińkowski et
   al. 2018), precision / recall (Kynkäänniemi et al. 2019), density / coverage (Naeem et al. 2020).
@@ -104,6 +105,34 @@ def _fidelity(images: np.ndarray, name: str, real: list[str], judge: tuple[Any, 
             "mean_confidence": float(probs.max(axis=1).mean())}
 
 
+def over_draws(draws: list[dict[str, Any]], fd_key: str) -> dict[str, Any]:
+    """Distribution figures of several generation draws as one: floats are means over the draws, with the sample
+    SD of the Fréchet distance (``<fd>_sd``) beside them; counts are those of one draw."""
+    import statistics
+
+    out = {k: (statistics.fmean(d[k] for d in draws) if isinstance(v, float) else v) for k, v in draws[0].items()}
+    out["n_draws"] = len(draws)
+    if len(draws) > 1 and isinstance(draws[0].get(fd_key), float):
+        out[f"{fd_key}_sd"] = statistics.stdev(d[fd_key] for d in draws)
+    return out
+
+
+def fidelity_over_draws(name: str, fidelities: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """Class fidelity of several draws: shares and confidence averaged, the own-class share's SD and each draw's."""
+    import statistics
+
+    if fidelities[0] is None:
+        return None
+    out = dict(fidelities[0])
+    out["shares"] = {c: statistics.fmean(f["shares"][c] for f in fidelities) for c in fidelities[0]["shares"]}
+    out["own"] = out["shares"].get(name)
+    out["mean_confidence"] = statistics.fmean(f["mean_confidence"] for f in fidelities)
+    own = [f["own"] for f in fidelities if f["own"] is not None]
+    out["own_draws"] = own
+    out["own_sd"] = statistics.stdev(own) if len(own) > 1 else None
+    return out
+
+
 def generator_quality(name: str, checkpoint: Path, cfg: Any, extractor: Any,
                       judge: tuple[Any, dict, str] | None) -> dict[str, Any]:
     """Distribution metrics and class fidelity of ``n_fake`` images of one generator; its GAN curve."""
@@ -119,23 +148,29 @@ def generator_quality(name: str, checkpoint: Path, cfg: Any, extractor: Any,
                          f"need more than nearest_k={cfg.nearest_k}")
     _, family = load_generator(checkpoint)
     psi = cfg.psi if family == "stylegan2" else 1.0  # a DCGAN has no truncation
-    seeds = range(cfg.seed, cfg.seed + cfg.n_fake)
-    images = generate(checkpoint, seeds, psi=psi, batch=cfg.batch, desc=f"evaluate {name}: generate")  # (N, H, W, 3)
-    fake_feats = extractor.extract(images, batch_size=cfg.feature_batch, desc=f"evaluate {name}: features (synthetic)")
     real_feats = cached_stats(extractor, real, cfg.cache_dir, keep_features=True, batch_size=cfg.feature_batch,
                               desc=f"evaluate {name}: features (real train {'+'.join(labels)})").features
-    with one_blas_thread():
-        dist = distribution_report(real_feats, fake_feats, extractor.metric_prefix, extractor.kernel_prefix,
-                                   extractor.name, cfg.kid_subsets, cfg.kid_subset_size, cfg.nearest_k, cfg.seed)
+    draws, fidelities = [], []
+    for k in range(cfg.generation_draws):  # disjoint seed ranges: seed + k * n_fake ...
+        first = cfg.seed + k * cfg.n_fake
+        images = generate(checkpoint, range(first, first + cfg.n_fake), psi=psi, batch=cfg.batch,
+                          desc=f"evaluate {name}: generate (draw {k + 1}/{cfg.generation_draws})")  # (N, H, W, 3)
+        fake_feats = extractor.extract(images, batch_size=cfg.feature_batch,
+                                       desc=f"evaluate {name}: features (synthetic)")
+        with one_blas_thread():
+            draws.append(distribution_report(real_feats, fake_feats, extractor.metric_prefix, extractor.kernel_prefix,
+                                             extractor.name, cfg.kid_subsets, cfg.kid_subset_size, cfg.nearest_k,
+                                             cfg.seed))
+        fidelities.append(_fidelity(images, name, labels, judge, cfg.batch))
     return {
         "checkpoint": str(checkpoint),
         "sha256": sha256_file(checkpoint),
         "family": family,
         "psi": psi,
-        "seeds": [cfg.seed, cfg.seed + cfg.n_fake - 1],
+        "seeds": [cfg.seed, cfg.seed + cfg.generation_draws * cfg.n_fake - 1],
         "real_labels": labels,
-        "distribution": dist,
-        "fidelity": _fidelity(images, name, labels, judge, cfg.batch),
+        "distribution": over_draws(draws, extractor.metric_prefix),
+        "fidelity": fidelity_over_draws(name, fidelities),
         "curve": gan_curve(name, checkpoint, cfg),
     }
 

@@ -64,6 +64,7 @@ class EvaluateConfig:
     cache_dir: Path = DEFAULT_CACHE_DIR  # feature statistics cache of the real image sets
     n_fake: int = 200  # images generated per generator for FD/KID/PRDC and class fidelity, count
     psi: float = 1.0  # truncation psi of stylegan2 generators (dcgan has none: always 1)
+    generation_draws: int = 3  # draws of n_fake images per generator from disjoint seed ranges: FD/fidelity mean ± SD
     seed: int = 0  # first generation seed (seeds seed..seed+n_fake-1); also KID subsets, the tiny net, bootstrap
     bootstrap: int = 2000  # resamples of the test images for the 95% intervals of the classifier figures; 0 = none
     kid_subsets: int = 100  # KID: random subsets, count
@@ -94,6 +95,7 @@ class EvaluateConfig:
         require(self.nearest_k >= 1 and self.kid_subsets >= 1 and self.kid_subset_size >= 2,
                 f"{where}: nearest_k and kid_subsets must be >= 1, kid_subset_size >= 2")
         require(self.psi >= 0, f"{where}.psi: must be >= 0, got {self.psi}")
+        require(self.generation_draws >= 1, f"{where}.generation_draws: must be >= 1, got {self.generation_draws}")
         require(self.bootstrap >= 0, f"{where}.bootstrap: must be >= 0 (0 = no intervals), got {self.bootstrap}")
         require(min(self.batch, self.feature_batch, self.grid_images, self.grid_ncol) >= 1,
                 f"{where}: batch, feature_batch, grid_images and grid_ncol must be >= 1")
@@ -189,6 +191,9 @@ def evaluate_classifier(name: str, checkpoint: Path, cfg: EvaluateConfig, strict
         save_confusion_matrix,
     )
 
+    from acneops.classify.config import replicate_checkpoints
+
+    models = replicate_checkpoints(checkpoint)  # the shipped model first, then its replicates of other seeds
     model, args = load_classifier(checkpoint)
     labels = [str(x) for x in args.get("labels") or []]
     if len(labels) != int(args["num_classes"]):
@@ -201,24 +206,47 @@ def evaluate_classifier(name: str, checkpoint: Path, cfg: EvaluateConfig, strict
                              f"({checkpoint}: {labels})")
         positive = None
     items = real_items(Path(cfg.restored_dir), "test", ROLE, labels)
-    probs = predict(model, args, [it.path for it in items], batch=cfg.batch,
-                    desc=f"evaluate {name}: predict real test")  # (N, C)
     y_true = [it.label for it in items]
-    y_pred = [labels[i] for i in probs.argmax(axis=1)]
-    report = classification_report(y_true, y_pred, labels, positive=positive)
+    preds, reports = [], []
+    for seed, path in models:
+        model_args = args
+        if path != checkpoint:
+            model, model_args = load_classifier(path)
+            if [str(x) for x in model_args.get("labels") or []] != labels:
+                raise StageError(f"{path}: classes {model_args.get('labels')} differ from {checkpoint}'s {labels}")
+        probs = predict(model, model_args, [it.path for it in items], batch=cfg.batch,
+                        desc=f"evaluate {name}{'' if seed is None else f' seed {seed}'}: predict real test")  # (N, C)
+        preds.append([labels[i] for i in probs.argmax(axis=1)])
+        reports.append(classification_report(y_true, preds[-1], labels, positive=positive))
     out = Path(cfg.reports_dir)
-    save_confusion_matrix(report, out / "confusion" / f"{name}.json", out / "confusion" / f"{name}.png")
-    write_json(out / "plots" / f"confusion_{name}.json", confusion_plot_rows(report))
+    save_confusion_matrix(reports[0], out / "confusion" / f"{name}.json", out / "confusion" / f"{name}.png")
+    write_json(out / "plots" / f"confusion_{name}.json", confusion_plot_rows(reports[0]))
     return {
         "checkpoint": str(checkpoint),
         "sha256": sha256_file(checkpoint),
         "arch": args.get("arch"),
         "trained_on": trained_on(read_checkpoint(checkpoint).get("config")),
-        "report": report,
+        "report": mean_report(reports),  # figures: means over the seeds; confusion matrix: the shipped model's
+        "seeds": [{"seed": seed, "sha256": sha256_file(path), "accuracy": r["accuracy"], "macro_f1": r["macro"]["f1"]}
+                  for (seed, path), r in zip(models, reports)],
         "chance": chance_levels(y_true, labels),
         "confusion_png": f"confusion/{name}.png",
-        PREDICTIONS: (y_true, y_pred, labels),  # in memory only: run() takes it out before anything is written
+        PREDICTIONS: (y_true, preds, labels),  # in memory only: run() takes it out before anything is written
     }
+
+
+def mean_report(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """The classification reports of one scenario's seeds as one: every float the mean over the seeds, counts and
+    the confusion matrix those of the first (shipped) model. One report is returned unchanged."""
+    def merge(values: list[Any]) -> Any:
+        first = values[0]
+        if isinstance(first, dict):
+            return {k: merge([v[k] for v in values]) for k in first}
+        if isinstance(first, float):
+            return sum(values) / len(values)
+        return first
+
+    return reports[0] if len(reports) == 1 else merge(reports)
 
 
 PREDICTIONS = "_predictions"
@@ -276,6 +304,22 @@ def _classifier_numbers(entry: dict[str, Any]) -> dict[str, Any]:
         out["sensitivity"], out["specificity"] = _sig(r["sensitivity"]), _sig(r["specificity"])
     out["per_class"] = {c: {k: (v if k == "support" else _sig(v)) for k, v in m.items()}
                         for c, m in r["per_class"].items()}
+    out.update(_seed_numbers(entry.get("seeds") or []))
+    return out
+
+
+def _seed_numbers(seeds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Spread over training seeds: count, sample SD, min and max of accuracy and macro-F1, and each seed's figures."""
+    import statistics
+
+    out: dict[str, Any] = {"n_seeds": len(seeds)}
+    if len(seeds) < 2:
+        return out
+    for stat in ("accuracy", "macro_f1"):
+        values = [s[stat] for s in seeds]
+        out.update({f"{stat}_sd": _sig(statistics.stdev(values)), f"{stat}_min": _sig(min(values)),
+                    f"{stat}_max": _sig(max(values))})
+    out["per_seed"] = {str(s["seed"]): {"accuracy": _sig(s["accuracy"]), "macro_f1": _sig(s["macro_f1"])} for s in seeds}
     return out
 
 
@@ -321,6 +365,8 @@ def metrics_from(details: dict[str, Any]) -> dict[str, Any]:
             fidelity[name] = {c: _sig(s) for c, s in fid["shares"].items()}
             if fid.get("own") is not None:
                 nums["class_fidelity"] = _sig(fid["own"])
+            if fid.get("own_sd") is not None:
+                nums["class_fidelity_sd"] = _sig(fid["own_sd"])
         gens[name] = nums
     if gens:
         nested["generators"] = gens

@@ -6,6 +6,10 @@ the statistic on each, the 2.5th and 97.5th percentiles. Differences between cla
 classifier is scored on the same resampled images, so what the images have in common cancels out. Macro-F1 is
 computed as acneops.metrics.classification does (per-class F1 = 0 when a class has no true or predicted image,
 averaged over the classifier's labels). Deterministic for a given ``seed``.
+
+A classifier trained with several seeds is given as one prediction list per seed: its statistic is the mean over
+the seeds on each resample, so the interval is that of the seed-averaged figure the report shows (test-image
+noise), while the spread between seeds (training noise) is reported beside it as a standard deviation.
 """
 
 from __future__ import annotations
@@ -57,12 +61,31 @@ def resample_index(n_images: int, n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n_images, size=(n, n_images))
 
 
-def intervals(predictions: dict[str, tuple[list[str], list[str], list[str]]], n: int, seed: int,
+def _per_seed(y_pred: Sequence[Any]) -> list[Sequence[str]]:
+    """``y_pred`` as one prediction list per seed (a flat list of class names is one seed)."""
+    return [y_pred] if not y_pred or isinstance(y_pred[0], str) else list(y_pred)
+
+
+def _seed_mean(y_true: Sequence[str], y_preds: list[Sequence[str]], labels: Sequence[str],
+               index: np.ndarray) -> dict[str, np.ndarray]:
+    """Each statistic on each resample of ``index``, averaged over the seeds' predictions."""
+    stats = {s: np.zeros(index.shape[0]) for s in STATISTICS}
+    for y_pred in y_preds:
+        if len(y_pred) != len(y_true):
+            raise ValueError(f"{len(y_pred)} predictions for {len(y_true)} test images")
+        conf = _resampled_confusions(y_true, y_pred, labels, index)
+        for s, f in STATISTICS.items():
+            stats[s] += f(conf) / len(y_preds)
+    return stats
+
+
+def intervals(predictions: dict[str, tuple[list[str], Any, list[str]]], n: int, seed: int,
               pairs: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
     """95% intervals per classifier and per pair.
 
     ``predictions``: classifier -> (y_true, y_pred, labels), all on the same test images in the same order (a
-    classifier of other classes, such as the sorter, gets its own resamples and no pairs). ``pairs``: (a, b)
+    classifier of other classes, such as the sorter, gets its own resamples and no pairs); ``y_pred`` is a list
+    of class names, or one such list per training seed (statistics are then seed means). ``pairs``: (a, b)
     compared as ``a - b`` (and ``a / b``) on the same resamples. Returns {"classifiers": {name: {stat: [lo, hi]}},
     "pairs": {"a_minus_b": {stat: {"difference", "ci95", "ratio", "ratio_ci95", "distinguishable"}}}, "n", "seed"}.
     """
@@ -70,11 +93,10 @@ def intervals(predictions: dict[str, tuple[list[str], list[str], list[str]]], n:
     samples: dict[str, dict[str, np.ndarray]] = {}
     point: dict[str, dict[str, float]] = {}
     for name, (y_true, y_pred, labels) in predictions.items():
-        index = resample_index(len(y_true), n, seed)
-        conf = _resampled_confusions(y_true, y_pred, labels, index)
-        full = _resampled_confusions(y_true, y_pred, labels, np.arange(len(y_true))[None, :])
-        samples[name] = {s: f(conf) for s, f in STATISTICS.items()}
-        point[name] = {s: float(f(full)[0]) for s, f in STATISTICS.items()}
+        y_preds = _per_seed(y_pred)
+        samples[name] = _seed_mean(y_true, y_preds, labels, resample_index(len(y_true), n, seed))
+        full = _seed_mean(y_true, y_preds, labels, np.arange(len(y_true))[None, :])
+        point[name] = {s: float(v[0]) for s, v in full.items()}
         out["classifiers"][name] = {s: _interval(v) for s, v in samples[name].items()}
     for a, b in pairs:
         if a not in predictions or b not in predictions:

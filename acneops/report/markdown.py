@@ -47,13 +47,14 @@ def scenario_table(classifiers: dict[str, dict[str, Any]], trained_on: dict[str,
     """
     trained_on = trained_on or {}
     binary = any("sensitivity" in m for m in classifiers.values())
-    header = ["scenario", "trained on", "accuracy", "macro-F1", "macro precision", "macro recall"]
+    header = ["scenario", "trained on", "seeds", "accuracy", "macro-F1", "macro precision", "macro recall"]
     header += ["sensitivity", "specificity"] if binary else []
     header += ["chance acc. (uniform / majority)", "test images"]
     rows = []
     for name in _ordered(list(classifiers)):
         m = classifiers[name]
-        row = [f"**{name}**", trained_on.get(name, "–"), _with_ci(m, "accuracy"), _with_ci(m, "macro_f1"),
+        row = [f"**{name}**", trained_on.get(name, "–"), fmt(m.get("n_seeds"), "d"),
+               _with_ci(m, "accuracy"), _with_ci(m, "macro_f1"),
                fmt(m.get("macro_precision")), fmt(m.get("macro_recall"))]
         row += [fmt(m.get("sensitivity")), fmt(m.get("specificity"))] if binary else []
         row += [f"{fmt(m.get('chance_uniform'))} / {fmt(m.get('chance_majority'))}", fmt(m.get("n_test"), "d")]
@@ -62,9 +63,11 @@ def scenario_table(classifiers: dict[str, dict[str, Any]], trained_on: dict[str,
 
 
 def _with_ci(m: dict[str, Any], key: str) -> str:
-    """``0.752 [0.678, 0.826]`` when metrics.json has the 95% interval, else the figure alone."""
-    low, high = m.get(f"{key}_ci95_low"), m.get(f"{key}_ci95_high")
-    return fmt(m.get(key)) + (f" [{fmt(low)}, {fmt(high)}]" if low is not None and high is not None else "")
+    """``0.752 ± 0.021 [0.678, 0.826]``: the figure (a mean over seeds when there are several), the SD between seeds
+    when metrics.json has one, and the 95% interval over test images when it has that."""
+    low, high, sd = m.get(f"{key}_ci95_low"), m.get(f"{key}_ci95_high"), m.get(f"{key}_sd")
+    return (fmt(m.get(key)) + (f" ± {fmt(sd)}" if sd is not None else "")
+            + (f" [{fmt(low)}, {fmt(high)}]" if low is not None and high is not None else ""))
 
 
 def comparison_table(comparisons: dict[str, dict[str, Any]]) -> str:
@@ -180,10 +183,12 @@ def _classifier_section(details: dict[str, Any], metrics: dict[str, Any]) -> lis
              "", per_class_table(cls, "f1"), ""]
     intervals = details.get("intervals")
     if intervals:
-        lines += [f"Brackets: 95% percentile bootstrap intervals over the test images ({intervals['n']} resamples, "
-                  f"seed {intervals['seed']}): how far a figure could move with another draw of as many test images. "
-                  "They do not include the spread between training runs (seeds), which one run per scenario cannot "
-                  "show.", ""]
+        lines += ["Figures are means over the training seeds of each scenario (`seeds` column; "
+                  "`train_classifier.seeds`), ± the standard deviation between seeds: the spread of training itself. "
+                  f"Brackets: 95% percentile bootstrap intervals over the test images ({intervals['n']} resamples, "
+                  f"seed {intervals['seed']}) of that seed mean: how far it could move with another draw of as many "
+                  "test images. Per-class figures are seed means too; confusion matrices are those of the shipped "
+                  "model (the first seed).", ""]
     if metrics.get("comparisons"):
         lines += ["Scenarios compared on the same resampled test images (paired):", "",
                   comparison_table(metrics["comparisons"]), ""]

@@ -61,3 +61,34 @@ def test_unpaired_or_unknown_inputs_are_refused():
         intervals({"a": (y_true, y_pred, LABELS), "b": (other_true, other_pred, LABELS)}, 100, 0, [("a", "b")])
     with pytest.raises(ValueError, match=r"classes \['acne'\] are not among the labels"):
         intervals({"a": (y_true, ["acne"] * 20, LABELS)}, 100, 0)
+
+
+def test_interval_of_a_seed_mean_covers_the_true_value_at_its_nominal_rate():
+    """Classifiers of known skill (0.6 and 0.8, so the true seed-mean accuracy is 0.7): over 60 fresh test sets the
+    95% interval of the seed mean covers 0.7 about 95% of the time, and its point figure is the mean of the seeds'."""
+    covered = 0
+    for rep in range(60):
+        y_true, weak = _draw(200, 0.6, 1000 + rep)
+        _, strong = _draw(200, 0.8, 2000 + rep)
+        out = intervals({"two_seeds": (y_true, [weak, strong], LABELS)}, n=500, seed=rep)
+        lo, hi = out["classifiers"]["two_seeds"]["accuracy"]
+        covered += lo <= 0.7 <= hi
+        if rep == 0:
+            mean = (classification_report(y_true, weak, LABELS)["accuracy"]
+                    + classification_report(y_true, strong, LABELS)["accuracy"]) / 2
+            assert lo < mean < hi
+    assert covered >= 51  # 95% nominal: 57 of 60 expected, 51 is ~3 binomial SDs below
+
+
+def test_seed_lists_pair_like_single_predictions_and_identical_ones_give_zero():
+    y_true, a0 = _draw(120, 0.7, 0)
+    _, a1 = _draw(120, 0.7, 1)
+    _, b0 = _draw(120, 0.9, 2)
+    out = intervals({"a": (y_true, [a0, a1], LABELS), "same": (y_true, [a0, a1], LABELS),
+                     "b": (y_true, [b0], LABELS), "b_flat": (y_true, b0, LABELS)}, n=1000, seed=0,
+                    pairs=[("same", "a"), ("b", "a"), ("b_flat", "b")])
+    assert out["pairs"]["same_minus_a"]["accuracy"]["ci95"] == [0.0, 0.0]
+    assert out["pairs"]["b_flat_minus_b"]["macro_f1"]["ci95"] == [0.0, 0.0]  # one seed as a list = a flat list
+    assert out["pairs"]["b_minus_a"]["accuracy"]["distinguishable"]
+    with pytest.raises(ValueError, match="120 test images"):
+        intervals({"a": (y_true, [a0, a1[:-1]], LABELS)}, 10, 0)

@@ -195,6 +195,9 @@ def test_forced_classifiers_give_exact_accuracy_confusion_and_fidelity(acne):
     assert metrics["class_fidelity"]["mild"] == {"mild": 1.0, "severe": 0.0}
     assert metrics["generators"]["mild"]["class_fidelity"] == 1.0
     assert metrics["generators"]["severe"]["class_fidelity"] == 0.0
+    # three draws of n_fake images from disjoint seed ranges: means with the SD between draws
+    assert metrics["generators"]["mild"]["class_fidelity_sd"] == 0.0
+    assert all(g["n_draws"] == 3 and g["fd_tiny_sd"] >= 0.0 for g in metrics["generators"].values())
     assert metrics["class_fidelity_summary"] == {"mean_own": 0.5, "own_is_top": 1, "generators": 2}
     assert "class_fidelity" not in metrics["generators"]["healthy"]  # the sorter has no healthy class ...
     assert set(metrics["class_fidelity"]) == {"mild", "severe", "all"}  # ... so no healthy row is forced onto acne
@@ -208,10 +211,40 @@ def test_forced_classifiers_give_exact_accuracy_confusion_and_fidelity(acne):
             assert im.size[0] > 50
 
 
+def test_every_seed_of_a_scenario_is_scored_and_reported_as_mean_and_sd(acne, tmp_path):
+    """A classifier trained with seeds [0, 1, 2] (train_classifier's layout: seeds/<seed>/best.pt + summary.json):
+    its figures are the seed means, with the SD and each seed's figures; a listed seed that is missing is an error."""
+    import statistics
+
+    labels = ("healthy", "mild", "severe")  # test split: healthy 3, mild 2, severe 3
+    real = make_classifier(tmp_path / "real" / "best.pt", labels, always="healthy")
+    make_classifier(tmp_path / "real" / "seeds" / "1" / "best.pt", labels, always="severe")
+    make_classifier(tmp_path / "real" / "seeds" / "2" / "best.pt", labels, always="mild")
+    (tmp_path / "real" / "seeds" / "summary.json").write_text(json.dumps({"seeds": [0, 1, 2]}))
+    params = evaluate_params(acne["root"], classifiers={"real": str(real)}, sorter="", fidelity_judge="",
+                             generators={}, synthetic_dir="", reports_dir=str(tmp_path / "reports"),
+                             metrics_path=str(tmp_path / "reports" / "metrics.json"))
+    m = evaluate.run(evaluate.config_from_params(params)).nested["classifiers"]["real"]
+    per_seed = [3 / 8, 3 / 8, 2 / 8]
+    assert m["n_seeds"] == 3 and m["accuracy"] == pytest.approx(sum(per_seed) / 3, abs=1e-5)
+    assert {s: v["accuracy"] for s, v in m["per_seed"].items()} == {"0": 0.375, "1": 0.375, "2": 0.25}
+    assert m["accuracy_sd"] == pytest.approx(statistics.stdev(per_seed), abs=1e-5)
+    assert (m["accuracy_min"], m["accuracy_max"]) == (0.25, 0.375)
+    assert m["accuracy_ci95_low"] <= m["accuracy"] <= m["accuracy_ci95_high"]
+    assert m["per_class"]["healthy"]["recall"] == pytest.approx(1 / 3, abs=1e-5)  # 1, 0, 0 over the seeds
+    cm = json.loads((tmp_path / "reports" / "confusion" / "real.json").read_text())
+    assert cm["confusion_matrix"] == [[3, 0, 0], [2, 0, 0], [3, 0, 0]]  # the shipped (first) model's
+    text = (tmp_path / "reports" / "report.md").read_text()
+    assert f"| **real** | real only | 3 | {m['accuracy']:.3f} ± {m['accuracy_sd']:.3f} [" in text
+    shutil.rmtree(tmp_path / "real" / "seeds" / "2")
+    with pytest.raises(StageError, match="seed 2's model"):
+        evaluate.run(evaluate.config_from_params(params))
+
+
 def test_report_md_has_scenarios_embedded_images_and_honest_names(acne):
     reports = acne["reports"]
     text = (reports / "report.md").read_text()
-    assert "| scenario | trained on | accuracy | macro-F1 |" in text
+    assert "| scenario | trained on | seeds | accuracy | macro-F1 |" in text
     assert "| **synthetic** | synthetic only (TSTR) |" in text and "| **augmented** | real + synthetic |" in text
     assert "Chance level" in text and "0.333" in text
     assert "`0123abcd.dir`" in text  # data.dvc md5

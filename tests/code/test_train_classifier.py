@@ -86,7 +86,7 @@ def params_for(data: dict[str, Path], out_root: Path, **defaults) -> dict:
     section = {
         "arch": "resnet18", "pretrained": False, "img_size": SIZE, "labels": list(COLOURS),
         "restored_dir": str(data["restored"]), "out_dir": str(out_root / "{name}"),
-        "epochs": 2, "batch": 8, "lr": 1e-3, "seed": 0, "threads": 1,
+        "epochs": 2, "batch": 8, "lr": 1e-3, "threads": 1,
         "runs": {
             "sorter": {"role": "sorter", "labels": ["mild", "moderate", "severe"]},
             "synthetic": {"real_train": False, "synthetic_dir": str(data["synthetic"])},
@@ -179,6 +179,46 @@ def test_same_seed_gives_identical_weights_and_another_seed_does_not(data, tmp_p
         runs[key] = torch.load(cfg.out_path / "best.pt", weights_only=True)["model"]
     assert all(torch.equal(runs["a"][k], runs["b"][k]) for k in runs["a"])
     assert not torch.equal(runs["a"]["fc.weight"], runs["c"]["fc.weight"])
+
+
+def test_seeds_train_one_model_each_equal_to_training_that_seed_alone(data, tmp_path):
+    """`seeds: [3, 1]`: seed 3's model at out_dir (what sort/synthesize use), seed 1's under seeds/1, each equal to
+    a run of that seed alone; summary.json lists both; evaluate finds them; a dropped seed's folder is removed."""
+    from acneops.classify.config import replicate_checkpoints
+
+    loop = config_from_params(params_for(data, tmp_path / "loop", epochs=1, seeds=[3, 1]), "real")
+    result = train_classifier.run(loop)
+    alone = {s: config_from_params(params_for(data, tmp_path / f"alone{s}", epochs=1, seeds=[s]), "real")
+             for s in (3, 1)}
+    for cfg in alone.values():
+        train_classifier.run(cfg)
+
+    def weights(path: Path) -> dict:
+        return torch.load(path, weights_only=True)["model"]
+
+    def same(a: Path, b: Path) -> bool:
+        wa, wb = weights(a), weights(b)
+        return all(torch.equal(wa[k], wb[k]) for k in wa)
+
+    replicate = loop.out_path / "seeds" / "1" / "best.pt"
+    assert same(loop.out_path / "best.pt", alone[3].out_path / "best.pt")
+    assert same(replicate, alone[1].out_path / "best.pt")
+    assert not same(loop.out_path / "best.pt", replicate)
+    summary = json.loads((loop.out_path / "seeds" / "summary.json").read_text())
+    assert summary["seeds"] == [3, 1] and sorted(summary["models"]) == ["1", "3"]
+    val = {s: json.loads((alone[s].out_path / "val_metrics.json").read_text())["accuracy"] for s in (3, 1)}
+    assert summary["val_accuracy_mean"] == pytest.approx((val[3] + val[1]) / 2)
+    assert sorted(result.per_seed) == [1, 3] and result.counts["train_real"] == 20
+    assert replicate_checkpoints(loop.out_path / "best.pt") == [(3, loop.out_path / "best.pt"), (1, replicate)]
+    assert json.loads((replicate.parent / "config.json").read_text())["seeds"] == [1]
+
+    train_classifier.run(dataclasses.replace(loop, seeds=(3,)))
+    assert not replicate.parent.exists()
+    assert replicate_checkpoints(loop.out_path / "best.pt") == [(3, loop.out_path / "best.pt")]
+    with pytest.raises(ConfigError, match="seeds"):
+        config_from_params(params_for(data, tmp_path, seeds=[1, 1]), "real")
+    with pytest.raises(ConfigError, match="not both"):
+        config_from_params(params_for(data, tmp_path, seed=0, seeds=[0, 1]), "real")
 
 
 def test_resume_from_last_equals_uninterrupted(data, tmp_path):
