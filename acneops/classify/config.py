@@ -22,6 +22,8 @@ VAL_SOURCES = ("real_val", "synthetic_holdout")
 
 SELECT_METRICS = ("macro_f1", "accuracy")
 
+REAL_SUBSET_SEED = 0  # the real_fraction subset: the same images for every training seed and scenario
+
 SEEDS_DIR = "seeds"  # <out_dir>/seeds/<seed>/: the replicate models; <out_dir>/seeds/summary.json: all seeds
 
 
@@ -38,6 +40,7 @@ class TrainClassifierConfig:
     role: str = "classifier"  # data role: 'sorter' (sort stage's classifier) or 'classifier'
     restored_dir: Path = RESTORED_DIR  # restored real splits (<split>/manifest.csv)
     real_train: bool = True  # train on the real train split
+    real_fraction: float = 1.0  # share of the real train images per class used (scarce-data scenarios; 1 = all)
     synthetic_dir: str = ""  # synthetic manifest folder to train on ("" = none)
     synthetic_per_class: int = 0  # images, cap of synthetic images per class (0 = all)
     val_source: str = "real_val"  # real_val | synthetic_holdout: data the best epoch is selected on
@@ -81,6 +84,7 @@ class TrainClassifierConfig:
         require(0 <= self.brightness < 1 and 0 <= self.hflip <= 1, f"{where}: brightness in [0, 1), hflip in [0, 1]")
         require(self.workers >= 0 and self.threads >= 0, f"{where}: workers and threads must be >= 0")
         require(isinstance(self.pretrained, (bool, str)), f"{where}.pretrained: false, true or a file path")
+        require(0 < self.real_fraction <= 1, f"{where}.real_fraction: must be in (0, 1], got {self.real_fraction}")
         require(len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds) and min(self.seeds) >= 0,
                 f"{where}.seeds: one or more distinct seeds >= 0, got {list(self.seeds)}")
 
@@ -103,12 +107,14 @@ class TrainClassifierConfig:
 
 def collect_items(cfg: TrainClassifierConfig) -> tuple[list[Any], list[Any]]:
     """(train items, val items) of the run, every source checked before training starts."""
-    from acneops.classify.data import holdout_split, real_items, synthetic_items
+    from acneops.classify.data import holdout_split, per_class_subset, real_items, synthetic_items
 
     train: list[Any] = []
     val: list[Any] = []
     if cfg.real_train:
-        train += real_items(cfg.restored_dir, "train", cfg.role, cfg.labels)
+        real = real_items(cfg.restored_dir, "train", cfg.role, cfg.labels)
+        # the same subset for every seed and scenario of a fraction: a fixed seed, not the training seed
+        train += real if cfg.real_fraction == 1 else per_class_subset(real, cfg.real_fraction, REAL_SUBSET_SEED)
     if cfg.synthetic_dir:
         synthetic = synthetic_items(Path(cfg.synthetic_dir), cfg.labels, cfg.synthetic_per_class)
         if cfg.val_source == "synthetic_holdout":

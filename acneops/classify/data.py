@@ -121,6 +121,16 @@ def holdout_split(items: Sequence[Item], fraction: float, seed: int) -> tuple[li
     return train, held
 
 
+def per_class_subset(items: Sequence[Item], fraction: float, seed: int) -> list[Item]:
+    """``fraction`` of the items of each class (at least one), drawn with ``seed``, in their original order."""
+    rng = random.Random(seed)
+    keep: set[Path] = set()
+    for label in sorted({it.label for it in items}):
+        group = sorted(it.path for it in items if it.label == label)
+        keep.update(rng.sample(group, max(1, round(fraction * len(group)))))
+    return [it for it in items if it.path in keep]
+
+
 def eval_transform(img_size: int, mean: Sequence[float], std: Sequence[float]) -> Callable[[Any], Any]:
     """PIL RGB -> normalised tensor (3, S, S): resize to ``img_size`` px, scale, normalise."""
     from torchvision import transforms as T

@@ -66,6 +66,9 @@ class EvaluateConfig:
     psi: float = 1.0  # truncation psi of stylegan2 generators (dcgan has none: always 1)
     generation_draws: int = 3  # draws of n_fake images per generator from disjoint seed ranges: FD/fidelity mean ± SD
     seed: int = 0  # first generation seed (seeds seed..seed+n_fake-1); also KID subsets, the tiny net, bootstrap
+    # scenario pairs (a, b) compared on the same resampled test images as a - b and a / b; pairs of which a scenario
+    # is not in classifiers are left out (so a task without e.g. a synthetic classifier keeps the default)
+    comparisons: tuple[tuple[str, str], ...] = (("augmented", "real"), ("synthetic", "real"))
     bootstrap: int = 2000  # resamples of the test images for the 95% intervals of the classifier figures; 0 = none
     kid_subsets: int = 100  # KID: random subsets, count
     kid_subset_size: int = 1000  # KID: samples per subset (capped at the smaller set), count
@@ -95,6 +98,8 @@ class EvaluateConfig:
         require(self.nearest_k >= 1 and self.kid_subsets >= 1 and self.kid_subset_size >= 2,
                 f"{where}: nearest_k and kid_subsets must be >= 1, kid_subset_size >= 2")
         require(self.psi >= 0, f"{where}.psi: must be >= 0, got {self.psi}")
+        require(all(len(pair) == 2 and pair[0] != pair[1] for pair in self.comparisons),
+                f"{where}.comparisons: a list of [a, b] scenario pairs, got {self.comparisons}")
         require(self.generation_draws >= 1, f"{where}.generation_draws: must be >= 1, got {self.generation_draws}")
         require(self.bootstrap >= 0, f"{where}.bootstrap: must be >= 0 (0 = no intervals), got {self.bootstrap}")
         require(min(self.batch, self.feature_batch, self.grid_images, self.grid_ncol) >= 1,
@@ -250,8 +255,6 @@ def mean_report(reports: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 PREDICTIONS = "_predictions"
-# scenario pairs compared on the same test images: a - b (and a / b)
-PAIRS = (("augmented", "real"), ("synthetic", "real"))
 
 
 def add_intervals(details: dict[str, Any], cfg: EvaluateConfig) -> None:
@@ -262,7 +265,7 @@ def add_intervals(details: dict[str, Any], cfg: EvaluateConfig) -> None:
     entries = {**details["classifiers"], **({"sorter": details["sorter"]} if details.get("sorter") else {})}
     predictions = {name: e.pop(PREDICTIONS) for name, e in entries.items()}
     if cfg.bootstrap:  # the sorter (its own classes and images) gets intervals, never a pair
-        details["intervals"] = intervals(predictions, cfg.bootstrap, cfg.seed, PAIRS)
+        details["intervals"] = intervals(predictions, cfg.bootstrap, cfg.seed, cfg.comparisons)
 
 
 

@@ -221,6 +221,23 @@ def test_seeds_train_one_model_each_equal_to_training_that_seed_alone(data, tmp_
         config_from_params(params_for(data, tmp_path, seed=0, seeds=[0, 1]), "real")
 
 
+def test_real_fraction_trains_on_the_same_per_class_subset_for_every_seed(data, tmp_path, _env):
+    """A scarce-data scenario: 40% of the 5 real train images per class = 2 each, the same images whatever the seed."""
+    from acneops.classify.config import collect_items
+
+    subsets = []
+    for seed in (0, 7):
+        cfg = config_from_params(params_for(data, tmp_path, seeds=[seed], real_fraction=0.4), "augmented")
+        train, val = collect_items(cfg)
+        real = [it for it in train if it.origin == "real"]
+        assert {lab: sum(it.label == lab for it in real) for lab in COLOURS} == {lab: 2 for lab in COLOURS}
+        assert sum(it.origin == "synthetic" for it in train) == 12 and len(val) == 8  # synthetic and val untouched
+        subsets.append([it.path for it in real])
+    assert subsets[0] == subsets[1]
+    with pytest.raises(ConfigError, match="real_fraction"):
+        config_from_params(params_for(data, tmp_path, real_fraction=0), "real")
+
+
 def test_resume_from_last_equals_uninterrupted(data, tmp_path):
     """A run stopped after epoch 1 (last.pt kept) and restarted gives the uninterrupted run's weights."""
     full = config_from_params(params_for(data, tmp_path / "full", keep_last=True), "real")
