@@ -4,7 +4,9 @@ For each class the stage samples its generator at recorded seeds, audits every i
 real train images (every class: a copy of any real face is a leak, whatever its label) and against the
 real train images of its own class (the reference `evaluate` audits each generator against: its sparser
 neighbourhoods give looser relative thresholds), drops the images flagged by either, tops up with
-fresh seeds for up to ``max_rounds`` extra rounds and reports any shortfall. Flagged images are never
+fresh seeds for up to ``max_rounds`` extra rounds and reports any shortfall. With ``class_filter`` (a
+classifier checkpoint, e.g. the severity sorter) an image that classifier assigns to another class is also
+replaced (the hierarchical method's sorting step applied to the export; counted as ``rejected_class_filter``). Flagged images are never
 written; an image whose pixels equal a real train image (or its mirror) is dropped even if the audit
 thresholds were loosened. The real *test* split is never read:
 the real images come from :func:`acneops.data.access.load_split` with role ``synthesize``.
@@ -37,6 +39,7 @@ from acneops.synthetic.export import (
     SynthesizeConfig,
     check_generators,
     class_report,
+    load_class_filter,
     load_real_train,
     make_extractor,
     synthesize_class,
@@ -72,7 +75,8 @@ class SynthesizeResult:
         """Numbers for the tracking wrapper: per-class counts and flag rates, and totals."""
         out: dict[str, float] = {}
         for cls, r in self.classes.items():
-            for key in ("requested", "exported", "generated", "flagged", "flag_rate", "shortfall", "rounds"):
+            for key in ("requested", "exported", "generated", "flagged", "flag_rate", "rejected_class_filter",
+                        "shortfall", "rounds"):
                 out[f"{cls}/{key}"] = float(r[key])
         for key in ("requested", "exported", "generated", "flagged", "shortfall"):
             out[f"total/{key}"] = float(sum(r[key] for r in self.classes.values()))
@@ -92,7 +96,8 @@ class SynthesizeResult:
 
 
 def _shortfall_message(short: dict[str, int], cfg: SynthesizeConfig) -> str:
-    return (f"synthesize: too few images passed the anonymity audit after {cfg.max_rounds} top-up rounds, "
+    return (f"synthesize: too few images passed the anonymity audit{' and the class filter' if cfg.class_filter else ''} "
+            f"after {cfg.max_rounds} top-up rounds, "
             f"missing {short} of {dict(cfg.counts)}; the generators emit near copies of real train images "
             f"(see {cfg.report_path.parent / AUDIT_DIR}/<class>.json). Train them longer or with more "
             "augmentation, or raise synthesize.max_rounds")
@@ -107,7 +112,8 @@ def run(cfg: SynthesizeConfig) -> SynthesizeResult:
     infos = check_generators(cfg)
     extractor = make_extractor(cfg)
     real = load_real_train(cfg.restored_dir)
-    outcomes = {cls: synthesize_class(cfg, cls, infos[cls], real, extractor) for cls in cfg.classes}
+    judge = load_class_filter(cfg)
+    outcomes = {cls: synthesize_class(cfg, cls, infos[cls], real, extractor, judge) for cls in cfg.classes}
     classes = {}
     for cls, o in outcomes.items():
         audit_json = cfg.report_path.parent / AUDIT_DIR / f"{cls}.json"

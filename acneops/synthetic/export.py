@@ -80,6 +80,10 @@ class SynthesizeConfig:
     batch: int = 32  # generation batch, images
     audit_extractor: str = "domain"  # audit feature space: domain | tiny | inception
     audit_checkpoint: Path | None = classifier_checkpoint("real")  # domain: classifier; inception: weights
+    # class filter: a classifier (the severity sorter: trained on real train images only) that must assign each
+    # exported image to its generator's class, or "" = none; classes it does not know (healthy, for the sorter)
+    # are not filtered. Rejected images are replaced from the top-up seeds like flagged ones.
+    class_filter: str = ""
     max_rounds: int = 3  # extra generation rounds replacing flagged images, count
     max_shortfall: float = 0.1  # largest missing share of any class's count; above it the stage fails
     audit: AuditConfig = dataclasses.field(default_factory=AuditConfig)  # near-copy thresholds (section audit)
@@ -247,6 +251,7 @@ class ClassOutcome:
     flags: np.ndarray  # (S,) bool: near copy (audit) or exact copy
     exact: np.ndarray  # (S,) bool: pixels equal a real train image or its mirror
     own_class: np.ndarray  # (S,) bool: near copy against the class's own real train images (evaluate's reference)
+    wrong_class: np.ndarray  # (S,) bool: the class filter assigned it to another class
     rounds: int  # extra rounds used after the first
     audit: AuditResult  # audit of all candidates
     export: np.ndarray  # indices of the exported candidates (the first `requested` unflagged)
@@ -284,23 +289,48 @@ def _audit(cfg: SynthesizeConfig, cls: str, seeds: list[int], images: np.ndarray
 
 
 
+def load_class_filter(cfg: SynthesizeConfig) -> tuple[Any, dict[str, Any]] | None:
+    """(model, model_args) of the class filter, or None when it is off."""
+    from acneops.classify.backbones import load_classifier
+
+    if not cfg.class_filter:
+        return None
+    if not Path(cfg.class_filter).is_file():
+        raise StageError(f"params.yaml [synthesize.class_filter]: {cfg.class_filter} not found; run "
+                         "`dvc repro train_classifier@sorter` or set class_filter to ''")
+    return load_classifier(Path(cfg.class_filter))
+
+
+def _wrong_class(judge: tuple[Any, dict[str, Any]] | None, cls: str, images: np.ndarray) -> np.ndarray:
+    """(N,) bool: the judge puts the image in a class other than ``cls`` (all False when it does not know ``cls``)."""
+    from acneops.classify.backbones import predict
+
+    labels = [str(x) for x in (judge[1].get("labels") or [])] if judge else []
+    if cls not in labels:
+        return np.zeros(len(images), dtype=bool)
+    probs = predict(judge[0], judge[1], images, batch=64, desc=f"synthesize {cls}: class filter")  # (N, C)
+    return probs.argmax(axis=1) != labels.index(cls)
+
+
 def synthesize_class(cfg: SynthesizeConfig, cls: str, info: GeneratorInfo, real: RealTrain,
-                     extractor: CachedExtractor) -> ClassOutcome:
-    """Generate, audit, top up: round 0 uses seeds 0..count-1 of the class, later rounds its top-up range."""
+                     extractor: CachedExtractor, judge: tuple[Any, dict[str, Any]] | None = None) -> ClassOutcome:
+    """Generate, audit, filter by class, top up: round 0 uses seeds 0..count-1 of the class, later rounds its top-up
+    range."""
     k, count = cfg.classes.index(cls), cfg.counts[cls]
     seeds = class_seeds(cfg.seed, k, 0, count)
-    new, parts, used_topup, rnd = seeds, [], 0, 0
+    new, parts, wrong_parts, used_topup, rnd = seeds, [], [], 0, 0
     clock = {"generate": 0.0, "audit": 0.0}  # seconds
     while True:
         t0 = time.perf_counter()
         parts.append(generate_images(info.path, new, cfg.psi, cfg.batch, f"synthesize {cls}: generate round {rnd}"))
-        images = np.concatenate(parts)
+        wrong_parts.append(_wrong_class(judge, cls, parts[-1]))
+        images, wrong = np.concatenate(parts), np.concatenate(wrong_parts)
         t1 = time.perf_counter()
         result, exact, own_flags = _audit(cfg, cls, seeds, images, real, extractor)
         clock["generate"] += t1 - t0
         clock["audit"] += time.perf_counter() - t1
         flags = result.copy.flags | exact | own_flags
-        passed = np.flatnonzero(~flags)
+        passed = np.flatnonzero(~flags & ~wrong)
         need = count - len(passed)
         if need <= 0 or rnd == cfg.max_rounds:
             break
@@ -310,7 +340,7 @@ def synthesize_class(cfg: SynthesizeConfig, cls: str, info: GeneratorInfo, real:
         used_topup, rnd = used_topup + n_new, rnd + 1
         seeds = seeds + new
     return ClassOutcome(cls=cls, requested=count, seeds=seeds, images=images, flags=flags, exact=exact,
-                        own_class=own_flags,
+                        own_class=own_flags, wrong_class=wrong,
                         rounds=rnd, audit=result, export=passed[:count],
                         seconds={k: round(v, 2) for k, v in clock.items()})
 
@@ -352,7 +382,8 @@ def class_report(o: ClassOutcome, info: GeneratorInfo, audit_json: Path) -> dict
     return {
         "requested": o.requested, "exported": len(o.export), "shortfall": o.shortfall,
         "generated": generated, "flagged": flagged, "flag_rate": flagged / generated,
-        "flagged_exact_pixels": int(o.exact.sum()), "flagged_own_class": int(o.own_class.sum()), "rounds": o.rounds,
+        "flagged_exact_pixels": int(o.exact.sum()), "flagged_own_class": int(o.own_class.sum()),
+        "rejected_class_filter": int((o.wrong_class & ~o.flags).sum()), "rounds": o.rounds,
         "seeds": {"first_round": [o.seeds[0], o.seeds[o.requested - 1]], "topup_generated": generated - o.requested},
         "generator": str(info.path), "generator_sha256": info.sha256, "family": info.family,
         "resolution": info.resolution, "seconds": o.seconds,

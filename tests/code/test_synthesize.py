@@ -368,3 +368,50 @@ def test_progress_bars_name_the_stage_and_class(fixture_root: Path, monkeypatch:
                     f"synthesize {cls}: write PNGs"):
             assert any(bar in line and f"{n}/{n}" in line for line in lines), bar
         assert any(f"audit synthesize_{cls}: 100%" in line for line in lines)
+
+
+def write_judge(path: Path, torch_seed: int, always: str | None = None) -> Path:
+    """A resnet18 over (mild, severe), as the severity sorter is over acne classes; with ``always`` it answers that
+    class for every image, otherwise its random head splits the images."""
+    from acneops.classify.backbones import create_classifier, model_args_for, save_checkpoint
+
+    torch.manual_seed(torch_seed)
+    labels = ("mild", "severe")
+    model = create_classifier("resnet18", 2, img_size=RES)
+    with torch.no_grad():
+        if always:
+            model.fc.weight.zero_()
+            model.fc.bias.copy_(torch.tensor([10.0 if c == always else 0.0 for c in labels]))
+        else:
+            model.fc.weight.mul_(40.0)
+    save_checkpoint(path, model, model_args_for("resnet18", 2, RES, labels), epoch=1, config={})
+    return path
+
+
+def test_class_filter_exports_only_images_the_judge_puts_in_their_class(fixture_root: Path, first_run: tuple,
+                                                                         tmp_path: Path) -> None:
+    """The hierarchical method's sorting step on the export: a mild image the judge calls severe is replaced from the
+    top-up seeds; healthy (a class the judge does not know) is untouched; a judge that rejects every image of a class
+    fails the stage with a message naming the filter, leaving the previous dataset in place."""
+    from acneops.classify.backbones import load_classifier, predict
+
+    judge = write_judge(tmp_path / "judge.pt", torch_seed=0)  # calls about half of them mild
+    result, out_dir = run_with(fixture_root, "filtered", class_filter=str(judge))
+    mild = result.classes["mild"]
+    assert mild["rejected_class_filter"] > 0 and mild["exported"] == 4 and mild["rounds"] >= 1
+    model, args = load_classifier(judge)
+    files = sorted((out_dir / "mild").glob("*.png"))
+    probs = predict(model, args, files, batch=8)
+    assert len(files) == 4 and (probs.argmax(axis=1) == 0).all()  # every exported mild image judged mild
+    _, unfiltered, _ = first_run
+    healthy = {k: v for k, v in file_hashes(out_dir).items() if k.startswith("healthy/")}
+    assert healthy == {k: v for k, v in file_hashes(unfiltered).items() if k.startswith("healthy/")}
+    assert result.classes["healthy"]["rejected_class_filter"] == 0
+
+    kept = file_hashes(out_dir)
+    severe_only = write_judge(tmp_path / "severe.pt", torch_seed=5, always="severe")
+    with pytest.raises(StageError, match="the class filter"):
+        run_with(fixture_root, "filtered", class_filter=str(severe_only))
+    assert file_hashes(out_dir) == kept
+    with pytest.raises(StageError, match="class_filter"):
+        run_with(fixture_root, "filtered", class_filter=str(tmp_path / "missing.pt"))

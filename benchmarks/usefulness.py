@@ -1,0 +1,147 @@
+"""Usefulness of the synthetic data, measured with seeds: classifier variants trained and scored side by side.
+
+    .venv/bin/python benchmarks/usefulness.py --repo PATH [--variants default,px32,scarce25,mix] [--seeds 0,1,2]
+
+``PATH`` is a checkout where the default pipeline has run (`acneops repro`: datasets/restored and
+datasets/synthetic exist, e.g. the clone `benchmarks/pipeline.py --keep` leaves) at the commit of this script
+(the stages run there with ``python -m acneops``, which imports that checkout's code). Each variant is a set of
+params overrides on top of that checkout's params.yaml; for each, every scenario of the variant is trained with
+the command DVC runs (`acneops run train_classifier --name S --params F`, two trainings at a time on 2 cores,
+one thread each) with ``--seeds``, into a temporary folder, then scored by `acneops run evaluate` (classifiers
+only). Nothing in the checkout is written; MLflow goes to a temporary store.
+
+It prints per variant and scenario: the validation macro-F1 over seeds (what a choice between variants may be
+based on: val is the split meant for it) and the real-test figures (mean ± SD over seeds, 95% bootstrap interval
+of the seed mean), then the paired comparisons, and the trainings' wall time. The test figures are reported,
+never used to choose.
+
+Variants:
+- ``default``: params.yaml as it is (synthetic / real / augmented);
+- ``px32``: the classifiers at the restored images' own 32 px instead of upscaled to 64 px;
+- ``scarce25``: real and augmented on 25% of the real train images per class (the regime where the second
+  method's augmentation should help most);
+- ``mix``: augmented with 0, 50, 100 and 150 synthetic images per class (the mix chosen on val).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from acneops.pipeline.schedule import run_graph
+from gan_reference import machine  # benchmarks/: the machine line every benchmark prints
+
+VARIANTS: dict[str, dict[str, dict[str, Any]]] = {  # variant -> scenario -> train_classifier.runs overrides
+    "default": {"synthetic": {}, "real": {}, "augmented": {}},
+    "px32": {"synthetic": {"img_size": 32}, "real": {"img_size": 32}, "augmented": {"img_size": 32}},
+    "scarce25": {"real_scarce": {"real_fraction": 0.25, "upstream": "datasets/restored/train"},
+                 "augmented_scarce": {"real_fraction": 0.25, "synthetic_dir": "datasets/synthetic",
+                                      "synthetic_per_class": 100, "upstream": "datasets/synthetic"}},
+    "mix": {f"augmented_{n}": {"synthetic_dir": "datasets/synthetic", "synthetic_per_class": n,
+                               "upstream": "datasets/synthetic"} for n in (50, 100, 150)},
+}
+PAIRS = {"default": [["augmented", "real"], ["synthetic", "real"]],
+         "px32": [["augmented", "real"], ["synthetic", "real"]],
+         "scarce25": [["augmented_scarce", "real_scarce"]],
+         "mix": [["augmented_100", "augmented_50"], ["augmented_150", "augmented_100"]]}
+
+
+def variant_params(repo: Path, variant: str, work: Path, seeds: list[int]) -> dict[str, Any]:
+    """The checkout's params with the variant's runs, seeds and output folders under ``work``."""
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    tc = params["train_classifier"]
+    base_runs = tc["runs"]
+    runs = {}
+    for name, override in VARIANTS[variant].items():
+        runs[name] = {**copy.deepcopy(base_runs.get(name, {})), **override}
+    tc.update(runs=runs, seeds=seeds, out_dir=str(work / "models" / "{name}"))
+    ev = params["evaluate"]
+    ev.update(classifiers={n: str(work / "models" / n / "best.pt") for n in runs}, generators={},
+              synthetic_dir="", fidelity_judge="", sorter="", comparisons=PAIRS[variant],
+              extractor_checkpoint=str(repo / "models" / "classifier" / "real" / "best.pt"),
+              reports_dir=str(work / "reports"), metrics_path=str(work / "reports" / "metrics.json"),
+              cache_dir=str(work / "cache"))
+    return params
+
+
+def run_variant(repo: Path, variant: str, work: Path, seeds: list[int], jobs: int) -> dict[str, Any]:
+    params = variant_params(repo, variant, work, seeds)
+    work.mkdir(parents=True, exist_ok=True)
+    pfile = work / "params.yaml"
+    pfile.write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}"}
+    logs = work / "logs"
+    logs.mkdir(exist_ok=True)
+
+    def start(name: str) -> subprocess.Popen:
+        cmd = [sys.executable, "-m", "acneops", "run", "train_classifier", "--name", name, "--params", str(pfile)]
+        return subprocess.Popen(cmd, cwd=repo, env=env, stdout=open(logs / f"{name}.log", "w"),
+                                stderr=subprocess.STDOUT)
+
+    began = time.monotonic()
+    out = run_graph({n: set() for n in params["train_classifier"]["runs"]}, start, jobs)
+    train_wall = time.monotonic() - began
+    if not out.ok:
+        sys.exit(f"{variant}: training failed: {out.failed}; logs in {logs}")
+    subprocess.run([sys.executable, "-m", "acneops", "run", "evaluate", "--params", str(pfile)], cwd=repo, env=env,
+                   check=True, stdout=open(logs / "evaluate.log", "w"), stderr=subprocess.STDOUT)
+    metrics = json.loads((work / "reports" / "metrics.json").read_text())
+    val = {n: json.loads((work / "models" / n / "seeds" / "summary.json").read_text())
+           for n in params["train_classifier"]["runs"]}
+    return {"metrics": metrics, "val": val, "train_wall": train_wall, "seconds": out.seconds}
+
+
+def _pm(m: dict[str, Any], key: str) -> str:
+    sd = f" ± {m[key + '_sd']:.3f}" if f"{key}_sd" in m else ""
+    ci = f" [{m[key + '_ci95_low']:.3f}, {m[key + '_ci95_high']:.3f}]" if f"{key}_ci95_low" in m else ""
+    return f"{m[key]:.3f}{sd}{ci}"
+
+
+def report(variant: str, r: dict[str, Any]) -> None:
+    print(f"\n## {variant} (trainings {r['train_wall']:.0f} s wall)")
+    print("| scenario | val macro-F1 (mean ± SD) | test accuracy | test macro-F1 | per seed (test acc) | s |")
+    print("|---|---|---|---|---|---|")
+    for name, m in r["metrics"]["classifiers"].items():
+        v = r["val"][name]
+        seeds = ", ".join(f"{x['accuracy']:.3f}" for x in m.get("per_seed", {}).values())
+        print(f"| {name} | {v['val_macro_f1_mean']:.3f} ± {v['val_macro_f1_sd']:.3f} | {_pm(m, 'accuracy')} | "
+              f"{_pm(m, 'macro_f1')} | {seeds} | {r['seconds'].get(name, 0):.0f} |")
+    for pair, stats in r["metrics"].get("comparisons", {}).items():
+        for stat, c in stats.items():
+            verdict = "distinguishable" if c["distinguishable"] else "not distinguishable"
+            ratio = f", ratio {c['ratio']:.3f} [{c['ratio_ci95_low']:.3f}, {c['ratio_ci95_high']:.3f}]" if "ratio" in c else ""
+            print(f"- {pair} {stat}: {c['difference']:+.3f} [{c['ci95_low']:+.3f}, {c['ci95_high']:+.3f}]{ratio}; "
+                  f"{verdict}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repo", type=Path, required=True, help="checkout where the default pipeline has run")
+    ap.add_argument("--variants", default="default,px32,scarce25,mix")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--jobs", type=int, default=2, help="trainings at once (one thread each)")
+    ap.add_argument("--work", type=Path, default=None, help="folder for outputs (default: a temporary one)")
+    args = ap.parse_args()
+
+    seeds = [int(s) for s in args.seeds.split(",")]
+    work = args.work or Path(tempfile.mkdtemp(prefix="acneops-usefulness-"))
+    print(f"# usefulness: {machine()}; seeds {seeds}; repo {args.repo.resolve()}; outputs {work}")
+    for variant in args.variants.split(","):
+        if variant not in VARIANTS:
+            sys.exit(f"unknown variant {variant!r}; known: {sorted(VARIANTS)}")
+        report(variant, run_variant(args.repo.resolve(), variant, work / variant, seeds, args.jobs))
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
