@@ -7,8 +7,8 @@ acneops.gan.stylegan2 uses NVIDIA's parameter and buffer names, so the mapping i
 [1,3,3,1] filter acneops hard-wires), and check every shape. A later importer of NVIDIA's released
 ``.pkl`` files only has to unpickle them and hand the tensors over, e.g.
 ``load_nvlabs_state({'G': data['G_ema'].state_dict(), 'D': data['D'].state_dict()})`` followed by
-:func:`build_from_nvlabs`. Conditional models (c_dim > 0) and the non-default architectures
-('orig', G 'resnet', D 'skip') are rejected with a clear error.
+:func:`build_from_nvlabs`. Conditional models (c_dim > 0, which acneops trains itself but this importer
+does not map yet) and the non-default architectures ('orig', G 'resnet', D 'skip') are rejected with a clear error.
 """
 
 from __future__ import annotations
@@ -53,11 +53,11 @@ def nvlabs_name(nv_name: str, net: str) -> str | None:
     if nv_name.endswith("resample_filter"):
         return None
     if net == "D" and (nv_name.startswith("mapping.") or nv_name.startswith("b4.fromrgb.")):
-        raise AcneopsError(f"NVIDIA D parameter {nv_name!r}: conditional or 'skip' discriminators are not "
-                           f"supported; acneops builds the unconditional 'resnet' discriminator")
+        raise AcneopsError(f"NVIDIA D parameter {nv_name!r}: importing conditional or 'skip' discriminators is not "
+                           f"supported; this importer maps the unconditional 'resnet' discriminator")
     if net == "G" and (nv_name.startswith("mapping.embed") or re.match(r"^synthesis\.b\d+\.skip\.", nv_name)):
-        raise AcneopsError(f"NVIDIA G parameter {nv_name!r}: conditional or 'resnet' generators are not "
-                           f"supported; acneops builds the unconditional 'skip' generator")
+        raise AcneopsError(f"NVIDIA G parameter {nv_name!r}: importing conditional or 'resnet' generators is not "
+                           f"supported; this importer maps the unconditional 'skip' generator")
     return nv_name
 
 

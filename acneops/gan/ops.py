@@ -355,3 +355,17 @@ class Conv2dLayer(nn.Module):
     def extra_repr(self) -> str:
         return (f"in_channels={self.in_channels}, out_channels={self.out_channels}, "
                 f"activation={self.activation}, up={self.up}, down={self.down}")
+
+
+def check_c(c: Tensor | None, c_dim: int, batch: int, who: str) -> Tensor | None:
+    """The class input c (B, c_dim) one-hot as float32, or None for an unconditional network (c_dim = 0);
+    a clear error otherwise (the networks' c argument, NVIDIA's c_dim)."""
+    if c_dim == 0:
+        if c is not None:
+            raise ValueError(f"{who} is unconditional (c_dim=0): call it without c")
+        return None
+    if c is None:
+        raise ValueError(f"{who} is class-conditional (c_dim={c_dim}): pass c, a (B, {c_dim}) one-hot float tensor")
+    if c.ndim != 2 or c.shape != (batch, c_dim):
+        raise ValueError(f"{who}: c must have shape ({batch}, {c_dim}), got {tuple(c.shape)}")
+    return c.to(torch.float32)

@@ -7,9 +7,10 @@ Mapping network (normalised z, equalized-LR dense layers with lr multiplier 0.01
 truncation), synthesis network (learned 4x4 constant, modulated 3x3 convolutions with weight
 demodulation, per-layer noise with learned strength, a toRGB at every resolution summed through FIR
 upsampling), discriminator (residual blocks with FIR downsampling, minibatch standard deviation,
-conv + fc + out epilogue). Parameter and buffer names are NVIDIA's (``networks_stylegan2.py``) so
-their checkpoints load through acneops.gan.nvlabs with no renaming; tests/model/test_nvlabs_parity.py
-reproduces the outputs of a network built with NVIDIA's code to 1e-4.
+conv + fc + out epilogue). ``c_dim`` > 0: class-conditional as NVIDIA's stylegan2-ada-pytorch (Karras et
+al. 2020, arXiv:2006.06676; projection D of Miyato & Koyama 2018); c_dim = 0 is exactly the unconditional
+network. Names are NVIDIA's (``networks_stylegan2.py``): their checkpoints load through acneops.gan.nvlabs
+unrenamed; tests/model/test_nvlabs_parity.py reproduces a network built with NVIDIA's code to 1e-4.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from acneops.gan.ops import (
     Conv2dLayer,
     FullyConnectedLayer,
     activate,
+    check_c,
     conv_weight,
     modulated_conv2d,
     upsample2d,
@@ -60,34 +62,55 @@ def _channels(res: int, channel_base: int, channel_max: int) -> int:
 
 
 class MappingNetwork(nn.Module):
-    """z (B, z_dim) -> ws (B, num_ws, w_dim); tracks w_avg (EMA of w) for truncation."""
+    """(z (B, z_dim), c (B, c_dim)) -> ws (B, num_ws, w_dim) ((B, w_dim) if num_ws is None); tracks w_avg.
 
-    def __init__(self, z_dim: int, w_dim: int, num_ws: int, num_layers: int = 8,
-                 lr_multiplier: float = 0.01, w_avg_beta: float = 0.995) -> None:
+    c_dim > 0: ``embed`` maps c to embed_features (default w_dim); z and the embedding are normalised
+    separately and concatenated (fc0 reads z_dim + embed_features). As NVIDIA, ONE w_avg is tracked over
+    all classes: truncation pulls every class toward the common centre, not a per-class mean. D's class
+    mapping is this network with z_dim=0, num_ws=None, w_avg_beta=None (no w_avg), as NVIDIA's.
+    """
+
+    def __init__(self, z_dim: int, w_dim: int, num_ws: int | None, num_layers: int = 8,
+                 lr_multiplier: float = 0.01, w_avg_beta: float | None = 0.995, c_dim: int = 0,
+                 embed_features: int | None = None) -> None:
         super().__init__()
         if num_layers < 1:
             raise ConfigError(f"mapping_layers must be >= 1, got {num_layers}")
+        if c_dim < 0 or z_dim + c_dim < 1:
+            raise ConfigError(f"mapping network needs z_dim > 0 or c_dim > 0 (got z_dim={z_dim}, c_dim={c_dim})")
         self.z_dim, self.w_dim, self.num_ws, self.num_layers = z_dim, w_dim, num_ws, num_layers
-        self.w_avg_beta = w_avg_beta
+        self.c_dim, self.w_avg_beta = c_dim, w_avg_beta
+        embed_features = (embed_features or w_dim) if c_dim else 0
+        if c_dim:
+            self.embed = FullyConnectedLayer(c_dim, embed_features)
         for idx in range(num_layers):
-            layer = FullyConnectedLayer(z_dim if idx == 0 else w_dim, w_dim, activation="lrelu",
+            layer = FullyConnectedLayer(z_dim + embed_features if idx == 0 else w_dim, w_dim, activation="lrelu",
                                         lr_multiplier=lr_multiplier)
             setattr(self, f"fc{idx}", layer)
-        self.register_buffer("w_avg", torch.zeros(w_dim))
+        if w_avg_beta is not None:
+            self.register_buffer("w_avg", torch.zeros(w_dim))
 
-    def forward(self, z: Tensor, truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
-                update_emas: bool = False) -> Tensor:
+    def forward(self, z: Tensor | None, c: Tensor | None = None, truncation_psi: float = 1.0,
+                truncation_cutoff: int | None = None, update_emas: bool = False) -> Tensor:
         """ws (B, num_ws, w_dim). ``update_emas`` moves w_avg toward this batch's mean w
         (w_avg <- lerp(mean w, w_avg, w_avg_beta)); truncation pulls the first ``truncation_cutoff``
         ws (all if None) toward w_avg: w_avg + psi * (w - w_avg)."""
-        if z.ndim != 2 or z.shape[1] != self.z_dim:
-            raise ValueError(f"z must have shape (B, {self.z_dim}), got {tuple(z.shape)}")
-        x = normalize_2nd_moment(z.to(torch.float32))
+        parts = []
+        if self.z_dim:
+            if z is None or z.ndim != 2 or z.shape[1] != self.z_dim:
+                raise ValueError(f"z must have shape (B, {self.z_dim}), got {None if z is None else tuple(z.shape)}")
+            parts.append(normalize_2nd_moment(z.to(torch.float32)))
+        c = check_c(c, self.c_dim, len(z) if self.z_dim else len(c if c is not None else ()), "this generator")
+        if c is not None:
+            parts.append(normalize_2nd_moment(self.embed(c)))
+        x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         for idx in range(self.num_layers):
             x = getattr(self, f"fc{idx}")(x)
-        if update_emas:
+        if update_emas and self.w_avg_beta is not None:
             with torch.no_grad():
                 self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+        if self.num_ws is None:
+            return x
         x = x.unsqueeze(1).repeat(1, self.num_ws, 1)
         if truncation_psi != 1:
             if truncation_cutoff is None:
@@ -215,25 +238,34 @@ class SynthesisNetwork(nn.Module):
 
 
 class Generator(nn.Module):
-    """StyleGAN2 generator: ``G(z) = G.synthesis(G.mapping(z))``; ``model_args`` rebuilds it."""
+    """``G(z, c) = G.synthesis(G.mapping(z, c))``; ``model_args`` rebuilds it. ``c_dim`` > 0: conditional over
+    ``labels`` (class names in c's column order, kept in model_args; c_dim = 0 leaves model_args as before)."""
 
     def __init__(self, z_dim: int = 512, w_dim: int = 512, img_resolution: int = 64, img_channels: int = 3,
                  mapping_layers: int = 8, channel_base: int = 32768, channel_max: int = 512,
-                 conv_clamp: float | None = 256, mapping_lr_mult: float = 0.01, w_avg_beta: float = 0.995) -> None:
+                 conv_clamp: float | None = 256, mapping_lr_mult: float = 0.01, w_avg_beta: float = 0.995,
+                 c_dim: int = 0, labels: list[str] | tuple[str, ...] | None = None) -> None:
         super().__init__()
         _check_arch(img_resolution, channel_base, channel_max)
+        self.labels = tuple(labels or ())
+        if len(self.labels) != c_dim or len(set(self.labels)) != c_dim:
+            raise ConfigError(f"a generator with c_dim={c_dim} needs {c_dim} distinct class names, got {labels!r}")
         self.model_args = dict(z_dim=z_dim, w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels,
                                mapping_layers=mapping_layers, channel_base=channel_base, channel_max=channel_max,
                                conv_clamp=conv_clamp, mapping_lr_mult=mapping_lr_mult, w_avg_beta=w_avg_beta)
+        if c_dim:
+            self.model_args.update(c_dim=c_dim, labels=list(self.labels))
         self.z_dim, self.w_dim, self.img_resolution, self.img_channels = z_dim, w_dim, img_resolution, img_channels
+        self.c_dim = c_dim
         self.synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, channel_base, channel_max, conv_clamp)
         self.num_ws = self.synthesis.num_ws
-        self.mapping = MappingNetwork(z_dim, w_dim, self.num_ws, mapping_layers, mapping_lr_mult, w_avg_beta)
+        self.mapping = MappingNetwork(z_dim, w_dim, self.num_ws, mapping_layers, mapping_lr_mult, w_avg_beta,
+                                      c_dim=c_dim)
 
-    def forward(self, z: Tensor, truncation_psi: float = 1.0, noise_mode: str = "random",
+    def forward(self, z: Tensor, c: Tensor | None = None, truncation_psi: float = 1.0, noise_mode: str = "random",
                 update_emas: bool = False, truncation_cutoff: int | None = None) -> Tensor:
-        """z (B, z_dim) -> image (B, img_channels, R, R)."""
-        ws = self.mapping(z, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
+        """z (B, z_dim), c (B, c_dim) one-hot (None when unconditional) -> image (B, img_channels, R, R)."""
+        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
                           update_emas=update_emas)
         return self.synthesis(ws, noise_mode=noise_mode)
 
@@ -283,29 +315,35 @@ class MinibatchStdLayer(nn.Module):
 
 
 class DiscriminatorEpilogue(nn.Module):
-    """4x4 head: minibatch std, 3x3 conv, fc (lrelu), out (linear) -> (B, 1) logits."""
+    """4x4 head: minibatch std, 3x3 conv, fc (lrelu), out (linear) -> (B, 1) logits; with ``cmap_dim`` > 0
+    out has cmap_dim features and the logit is their projection on cmap: (x * cmap).sum(1) / sqrt(cmap_dim)."""
 
     def __init__(self, in_channels: int, resolution: int = 4, mbstd_group_size: int | None = 4,
-                 mbstd_num_channels: int = 1, conv_clamp: float | None = None) -> None:
+                 mbstd_num_channels: int = 1, conv_clamp: float | None = None, cmap_dim: int = 0) -> None:
         super().__init__()
         self.mbstd = MinibatchStdLayer(mbstd_group_size, mbstd_num_channels) if mbstd_num_channels > 0 else None
         self.conv = Conv2dLayer(in_channels + mbstd_num_channels, in_channels, 3, activation="lrelu",
                                 conv_clamp=conv_clamp)
         self.fc = FullyConnectedLayer(in_channels * resolution ** 2, in_channels, activation="lrelu")
-        self.out = FullyConnectedLayer(in_channels, 1)
+        self.cmap_dim, self.out = cmap_dim, FullyConnectedLayer(in_channels, cmap_dim or 1)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, cmap: Tensor | None = None) -> Tensor:
         if self.mbstd is not None:
             x = self.mbstd(x)
-        return self.out(self.fc(self.conv(x).flatten(1)))
+        x = self.out(self.fc(self.conv(x).flatten(1)))
+        if self.cmap_dim:
+            x = (x * cmap).sum(dim=1, keepdim=True) * (1 / math.sqrt(self.cmap_dim))
+        return x
 
 
 class Discriminator(nn.Module):
-    """StyleGAN2 residual discriminator: image (B, C, R, R) -> logits (B, 1)."""
+    """StyleGAN2 residual discriminator: image (B, C, R, R) [, c (B, c_dim)] -> logits (B, 1). ``c_dim`` > 0:
+    projection D, ``mapping`` (mapping_layers deep) turns c into cmap (B, cmap_dim; default channels at 4x4)."""
 
     def __init__(self, img_resolution: int = 64, img_channels: int = 3, channel_base: int = 32768,
                  channel_max: int = 512, conv_clamp: float | None = 256, mbstd_group_size: int | None = 4,
-                 mbstd_num_channels: int = 1) -> None:
+                 mbstd_num_channels: int = 1, c_dim: int = 0, cmap_dim: int | None = None,
+                 mapping_layers: int = 8) -> None:
         super().__init__()
         _check_arch(img_resolution, channel_base, channel_max)
         c4 = _channels(4, channel_base, channel_max)
@@ -315,28 +353,34 @@ class Discriminator(nn.Module):
         self.model_args = dict(img_resolution=img_resolution, img_channels=img_channels, channel_base=channel_base,
                                channel_max=channel_max, conv_clamp=conv_clamp, mbstd_group_size=mbstd_group_size,
                                mbstd_num_channels=mbstd_num_channels)
-        self.img_resolution, self.img_channels = img_resolution, img_channels
+        cmap_dim = (cmap_dim or c4) if c_dim else 0
+        if c_dim:
+            self.model_args.update(c_dim=c_dim, cmap_dim=cmap_dim, mapping_layers=mapping_layers)
+        self.img_resolution, self.img_channels, self.c_dim = img_resolution, img_channels, c_dim
         self.block_resolutions = [2 ** i for i in range(int(math.log2(img_resolution)), 2, -1)]
         for res in self.block_resolutions:
             tmp = _channels(res, channel_base, channel_max)
             block = DiscriminatorBlock(tmp if res < img_resolution else 0, tmp,
                                        _channels(res // 2, channel_base, channel_max), img_channels, conv_clamp)
             setattr(self, f"b{res}", block)
-        self.b4 = DiscriminatorEpilogue(c4, 4, mbstd_group_size, mbstd_num_channels, conv_clamp)
+        if c_dim:
+            self.mapping = MappingNetwork(0, cmap_dim, None, mapping_layers, w_avg_beta=None, c_dim=c_dim)
+        self.b4 = DiscriminatorEpilogue(c4, 4, mbstd_group_size, mbstd_num_channels, conv_clamp, cmap_dim)
         self.block_names = [f"b{res}" for res in self.block_resolutions] + ["b4"]
         self.channels_last = CHANNELS_LAST_DEFAULT
 
-    def forward(self, img: Tensor) -> Tensor:
-        """img (B, img_channels, R, R) -> logits (B, 1)."""
+    def forward(self, img: Tensor, c: Tensor | None = None) -> Tensor:
+        """img (B, img_channels, R, R), c (B, c_dim) one-hot (None when unconditional) -> logits (B, 1)."""
         if img.ndim != 4 or img.shape[1:] != (self.img_channels, self.img_resolution, self.img_resolution):
             raise ValueError(f"D expects images of shape (B, {self.img_channels}, {self.img_resolution}, "
                              f"{self.img_resolution}), got {tuple(img.shape)}")
         if self.channels_last:
             img = img.contiguous(memory_format=torch.channels_last)
+        c = check_c(c, self.c_dim, img.shape[0], "this discriminator")
         x = None
         for name in self.block_names[:-1]:
             x = getattr(self, name)(x, img)
-        return self.b4(x)
+        return self.b4(x, None if c is None else self.mapping(None, c))
 
 
 MODELS = {"stylegan2": (Generator, Discriminator)}
