@@ -9,11 +9,14 @@ checkpoint draws exactly the batches an uninterrupted run would have drawn.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from acneops.core.errors import StageError
+
+if TYPE_CHECKING:  # annotations only: torch is imported where it is used
+    import torch
 
 CACHE_BYTES = 2 << 30  # image sets up to 2 GiB (uint8) are held in memory, larger ones are read per batch
 
@@ -21,8 +24,6 @@ CACHE_BYTES = 2 << 30  # image sets up to 2 GiB (uint8) are held in memory, larg
 def training_files(restored_dir: Path, labels: tuple[str, ...], image_dir: Path | None) -> list[Path]:
     """The image files one GAN trains on: every PNG of ``image_dir`` (sorted), or the restored train
     split filtered to ``labels``."""
-    from acneops.data.access import load_split
-
     if image_dir is not None:
         if not Path(image_dir).is_dir():
             raise StageError(f"{image_dir}: image_dir not found; create it or set image_dir to '' and use labels")
@@ -30,6 +31,14 @@ def training_files(restored_dir: Path, labels: tuple[str, ...], image_dir: Path 
         if not files:
             raise StageError(f"{image_dir}: no *.png images to train on; fill the folder or fix image_dir")
         return files
+    return labelled_files(restored_dir, labels)[0]
+
+
+def labelled_files(restored_dir: Path, labels: tuple[str, ...]) -> tuple[list[Path], list[int]]:
+    """The restored train images of ``labels`` (manifest order) and each one's class: its index in ``labels``
+    (the column of a conditional GAN's one-hot c)."""
+    from acneops.data.access import load_split
+
     try:
         samples = load_split(restored_dir, "train", role="gan", labels=labels)
     except FileNotFoundError as exc:
@@ -40,7 +49,7 @@ def training_files(restored_dir: Path, labels: tuple[str, ...], image_dir: Path 
             f"{Path(restored_dir) / 'train' / 'manifest.csv'}: no train images with label in {missing}; "
             "fix train_gan labels (they must name classes of the restored train split)"
         )
-    return [s.path for s in samples]
+    return [s.path for s in samples], [labels.index(s.label) for s in samples]
 
 
 def read_image(path: Path, resolution: int) -> np.ndarray:
@@ -58,13 +67,18 @@ def read_image(path: Path, resolution: int) -> np.ndarray:
 
 
 class ImageBank:
-    """The training images as uint8 tensors (N, 3, H, W), held in memory when they fit in CACHE_BYTES."""
+    """The training images as uint8 tensors (N, 3, H, W), held in memory when they fit in CACHE_BYTES;
+    ``classes`` (N,) int64: each image's class index (conditional training), None without classes."""
 
-    def __init__(self, files: Sequence[Path], resolution: int, cache_bytes: int = CACHE_BYTES):
+    def __init__(self, files: Sequence[Path], resolution: int, cache_bytes: int = CACHE_BYTES,
+                 classes: Sequence[int] | None = None):
         import torch
 
         self.files = list(files)
         self.resolution = resolution
+        self.classes = None if classes is None else torch.as_tensor(list(classes), dtype=torch.int64)
+        if self.classes is not None and len(self.classes) != len(self.files):
+            raise ValueError(f"ImageBank: {len(self.classes)} classes for {len(self.files)} files")
         self._cache = None
         if len(self.files) * 3 * resolution * resolution <= cache_bytes:
             self._cache = torch.from_numpy(np.stack([read_image(f, resolution) for f in self.files]))
@@ -105,6 +119,13 @@ def to_float(images: "torch.Tensor", device: "torch.device") -> "torch.Tensor":
     import torch
 
     return images.to(device).to(torch.float32) / 127.5 - 1
+
+
+def one_hot(classes: "torch.Tensor", c_dim: int) -> "torch.Tensor":
+    """Class indices (B,) int64 -> c (B, c_dim) float32 one-hot (a conditional GAN's class input)."""
+    import torch
+
+    return torch.nn.functional.one_hot(classes, c_dim).to(torch.float32)
 
 
 def to_uint8(images: "torch.Tensor") -> np.ndarray:

@@ -4,7 +4,8 @@ Written and read by :func:`acneops.core.checkpoint.save_checkpoint` / ``load_che
 
     {'format': 'acneops-checkpoint/1', 'kind': 'gan', 'family': 'stylegan2' | 'dcgan',
      'model': {'G': state_dict, 'D': state_dict, 'G_ema': state_dict},
-     'model_args': {'G': kwargs, 'D': kwargs},       # rebuild with the family's constructors
+     'model_args': {'G': kwargs, 'D': kwargs},       # rebuild with the family's constructors; a conditional
+                                                     # G's carries c_dim and labels (class names, c's columns)
      'step': int, 'cur_nimg': int, 'config': resolved config dict,
      'optim': {'G': state_dict, 'D': state_dict}, 'augment': {'p': float, 'ctrl': dict} | None,
      'pl_mean': float, 'rng': {'torch', 'cuda', 'numpy', 'python'}, 'mlflow_run_id': str, ...}
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,8 +27,13 @@ from acneops.core.checkpoint import (
 from acneops.core.checkpoint import load_checkpoint, save_checkpoint
 from acneops.core.errors import AcneopsError
 
+if TYPE_CHECKING:  # annotations only: torch is imported where it is used
+    import torch
+
 GAN_KEYS = ("cur_nimg",)  # required on top of the common keys
 FAMILIES = ("stylegan2", "dcgan")
+# model_args of the class conditioning (present only when c_dim > 0); transfer may change them
+CONDITIONING_KEYS = {"G": ("c_dim", "labels"), "D": ("c_dim", "cmap_dim", "mapping_layers")}
 
 
 def family_models(family: str) -> tuple[type, type]:
@@ -86,15 +92,31 @@ def build_generator(ckpt: dict[str, Any], which: str = "G_ema") -> "torch.nn.Mod
     return G.eval().requires_grad_(False)
 
 
-def check_same_architecture(base: dict[str, Any], family: str, model_args: dict[str, Any], where: str) -> None:
-    """A base checkpoint for transfer learning must match the network being trained exactly."""
+def check_same_architecture(base: dict[str, Any], family: str, model_args: dict[str, Any], where: str,
+                            ignore: dict[str, tuple[str, ...]] | None = None) -> None:
+    """A base checkpoint for transfer learning must match the network being trained exactly, apart from
+    the model_args ``ignore[net]`` (e.g. CONDITIONING_KEYS)."""
     if base["family"] != family:
         raise AcneopsError(f"{where}: base checkpoint is family '{base['family']}', training '{family}'; "
                            "use a base of the same family")
     for net in ("G", "D"):
         ours, theirs = model_args[net], base["model_args"][net]
-        diff = {k: (theirs.get(k), ours.get(k)) for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k)}
+        keys = (set(ours) | set(theirs)) - set((ignore or {}).get(net, ()))
+        diff = {k: (theirs.get(k), ours.get(k)) for k in keys if ours.get(k) != theirs.get(k)}
         if diff:
             detail = ", ".join(f"{k}: base {b!r} vs params {o!r}" for k, (b, o) in sorted(diff.items()))
             raise AcneopsError(f"{where}: base {net} architecture differs ({detail}); "
                                "set train_gan's network keys to the base's values")
+
+
+def copy_matching(source: dict[str, "torch.Tensor"], module: "torch.nn.Module") -> tuple[list[str], list[str]]:
+    """Copy the tensors of ``source`` (a state_dict) into ``module``'s parameters and buffers of the same name and
+    shape (NVIDIA's misc.copy_params_and_buffers); returns (copied, fresh: entries left as initialised)."""
+    import torch
+
+    own = module.state_dict()
+    copied = [k for k, v in own.items() if k in source and tuple(source[k].shape) == tuple(v.shape)]
+    with torch.no_grad():
+        for key in copied:
+            own[key].copy_(source[key])
+    return copied, [k for k in own if k not in copied]

@@ -17,6 +17,9 @@ from acneops.gan.ada import AugmentSpecError, augment_kwargs
 # keys a resume may change: they do not alter the weights of the steps already taken
 RESUMABLE_CHANGES = {"total_kimg", "snapshot_kimg", "tick_kimg", "workers", "grid_seeds", "truncation_psi",
                      "metrics_path", "plots_path", "device"}
+# keys added after checkpoints were written, with the value every older checkpoint was trained with
+# (a checkpoint's config without the key is not "other settings": it resumes, or counts as finished)
+ADDED_KEYS = {"conditional": False}
 
 
 
@@ -32,6 +35,7 @@ class TrainGanConfig:
     family: str = "stylegan2"  # stylegan2 | dcgan
     labels: tuple[str, ...] = ()  # classes of the restored TRAIN split to train on (or use image_dir)
     image_dir: str = ""  # folder of PNGs to train on instead of labels (e.g. a sorted synthetic set); "" = off
+    conditional: bool = False  # one class-conditional G and D over labels (NVIDIA's --cond); false = unconditional
     restored_dir: Path = RESTORED_DIR  # restore stage output (<split>/manifest.csv + images)
     resolution: int = 32  # image side, px (power of two; larger square images are downscaled to it on load)
     z_dim: int = 128  # latent z size (NVIDIA config F: 512)
@@ -77,6 +81,12 @@ class TrainGanConfig:
         where = f"params.yaml [train_gan.runs.{self.name}]"
         require(self.family in ("stylegan2", "dcgan"),
                 f"{where}: family must be stylegan2 or dcgan, got {self.family!r}")
+        require(not (self.conditional and self.image_dir),
+                f"{where}: conditional: true needs the classes of labels, but image_dir {self.image_dir!r} is an "
+                "unlabelled folder; set conditional: false or train on labels instead of image_dir")
+        require(not (self.conditional and self.family != "stylegan2"),
+                f"{where}: conditional: true is for family stylegan2 (the DCGAN has no class input), "
+                f"got family {self.family!r}")
         require(bool(self.labels) != bool(self.image_dir),
                 f"{where}: set exactly one of labels (restored train classes) or image_dir (a folder of PNGs)")
         require(self.resolution in [2 ** k for k in range(5, 11)],
@@ -102,6 +112,11 @@ class TrainGanConfig:
     @property
     def plots_file(self) -> Path:
         return Path(self.plots_path or REPORTS_DIR / "train_gan" / f"{self.name}_stats.json")
+
+    @property
+    def c_dim(self) -> int:
+        """Width of the class input c: len(labels) for a conditional run, 0 otherwise."""
+        return len(self.labels) if self.conditional else 0
 
     def batch_gpu(self, world: int) -> int:
         """Images per process per step; the total batch must split evenly."""

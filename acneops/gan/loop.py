@@ -10,7 +10,8 @@ Follows NVIDIA's stylegan2-ada-pytorch ``training/training_loop.py`` where the i
   buffers (w_avg) copied from G;
 - ADA: p adjusted every ``ada_interval`` minibatches from the signs of D's real logits.
 Additions for exact resume: the data order and z of minibatch ``step`` come from generators seeded
-with (seed, step), and the global torch RNG (synthesis noise, augmentation, style mixing) is reseeded
+with (seed, step) (so do the classes of a conditional run's generated images, drawn from the training
+labels as NVIDIA does), and the global torch RNG (synthesis noise, augmentation, style mixing) is reseeded
 with (seed, step, rank) at the start of every step, so no draw depends on anything but the step.
 """
 
@@ -27,7 +28,7 @@ from torch import Tensor, nn
 from acneops.core.errors import AcneopsError
 from acneops.gan import checkpoint as ckpt_io
 from acneops.gan.ada import augment_kwargs
-from acneops.gan.bank import ImageBank, batch_indices, to_float
+from acneops.gan.bank import ImageBank, batch_indices, one_hot, to_float
 from acneops.gan.config import TrainGanConfig
 from acneops.gan.dist import Dist, average_grads, broadcast_module, mean_across_ranks
 from acneops.gan.loss import GanLoss
@@ -99,6 +100,9 @@ def model_args(cfg: TrainGanConfig) -> dict[str, dict[str, Any]]:
              conv_clamp=clamp)
     D = dict(img_resolution=cfg.resolution, img_channels=3, channel_base=cfg.channel_base,
              channel_max=cfg.channel_max, conv_clamp=clamp, mbstd_group_size=cfg.mbstd_group)
+    if cfg.c_dim:  # the class names ride in G's model_args: a checkpoint names its classes itself
+        G.update(c_dim=cfg.c_dim, labels=list(cfg.labels))
+        D.update(c_dim=cfg.c_dim, mapping_layers=cfg.mapping_layers)
     return {"G": G, "D": D}
 
 
@@ -183,19 +187,20 @@ def build_state(cfg: TrainGanConfig, dist: Dist) -> TrainState:
     return TrainState(G, D, G_ema, opt, params, make_phases(cfg), loss, pipe, ctrl)
 
 
-def _run_phase(state: TrainState, phase: Phase, real: Tensor, z: Tensor, dist: Dist) -> dict[str, Tensor]:
+def _run_phase(state: TrainState, phase: Phase, real: Tensor, real_c: Tensor | None, z: Tensor,
+               gen_c: Tensor | None, dist: Dist) -> dict[str, Tensor]:
     params = state.params[phase.net]
     for p in params:
         p.grad = None
         p.requires_grad_(True)
     gain = phase.interval
     if phase.name == "Gmain":
-        stats = state.loss.g_main(z, gain)
+        stats = state.loss.g_main(z, gain, gen_c)
     elif phase.name == "Greg":
-        stats = state.loss.g_pl(z, gain)
+        stats = state.loss.g_pl(z, gain, gen_c)
     else:
-        stats, real_logits = (state.loss.d_main(real, z, gain) if phase.name == "Dmain"
-                              else state.loss.d_r1(real, gain))
+        stats, real_logits = (state.loss.d_main(real, z, gain, real_c, gen_c) if phase.name == "Dmain"
+                              else state.loss.d_r1(real, gain, real_c))
         if state.ada is not None:
             state.ada.accumulate(real_logits)
     for p in params:
@@ -229,11 +234,16 @@ def train_step(state: TrainState, cfg: TrainGanConfig, bank: ImageBank, dist: Di
     real = to_float(bank.batch(idx), dist.device)
     z_gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + state.step)  # same global z on every rank
     z_all = torch.randn([len(state.phases), cfg.batch, state.G.z_dim], generator=z_gen)[:, mine].to(dist.device)
+    real_c, c_all = None, [None] * len(state.phases)
+    if cfg.c_dim:  # reals: their own labels; fakes: the labels of random training images (NVIDIA's gen_c)
+        real_c = one_hot(bank.classes[idx], cfg.c_dim).to(dist.device)
+        drawn = torch.randint(len(bank), [len(state.phases), cfg.batch], generator=z_gen)[:, mine]
+        c_all = one_hot(bank.classes[drawn], cfg.c_dim).to(dist.device)
     torch.manual_seed(step_seed(cfg.seed, state.step, dist.rank))
     stats: dict[str, Tensor] = {}
-    for phase, z in zip(state.phases, z_all):
+    for phase, z, gen_c in zip(state.phases, z_all, c_all):
         if state.step % phase.interval == 0:
-            stats.update(_run_phase(state, phase, real, z, dist))
+            stats.update(_run_phase(state, phase, real, real_c, z, gen_c, dist))
     update_ema(state, cfg)
     broadcast_module(state.G, dist, buffers_only=True)  # w_avg / BN statistics: rank 0's (DDP default)
     broadcast_module(state.D, dist, buffers_only=True)
@@ -277,13 +287,29 @@ def load_state(state: TrainState, ckpt: dict[str, Any]) -> None:
     ckpt_io.set_rng_state(ckpt["rng"])
 
 
-def transfer(state: TrainState, cfg: TrainGanConfig, path: str) -> None:
-    """Transfer learning: G, D and G_ema weights from a base checkpoint; optimizer and counters stay fresh."""
+def transfer(state: TrainState, cfg: TrainGanConfig, path: str) -> list[str]:
+    """Transfer learning: G, D and G_ema weights from a base checkpoint; optimizer and counters stay fresh.
+
+    The base must have the run's architecture up to the class conditioning (c_dim, labels, D's class
+    mapping). Same conditioning: every tensor is loaded. Other conditioning (e.g. a conditional run from an
+    unconditional base): tensors matching by name and shape are copied (synthesis, D's conv blocks, ...) and
+    the rest keeps its fresh initialisation (NVIDIA's copy_params_and_buffers); so do the class embeddings
+    when both are conditional over other class lists. Returns the freshly initialised ``net.name``s.
+    """
     base = ckpt_io.load(path)
     ours = {"G": dict(state.G.model_args), "D": dict(state.D.model_args)}
-    ckpt_io.check_same_architecture(base, cfg.family, ours, f"train_gan.resume_from {path}")
+    where = f"train_gan.resume_from {path}"
+    ckpt_io.check_same_architecture(base, cfg.family, ours, where, ignore=ckpt_io.CONDITIONING_KEYS)
+    if all(base["model_args"][n] == ours[n] for n in ("G", "D")):
+        for key in ("G", "D", "G_ema"):
+            getattr(state, key).load_state_dict(base["model"][key])
+        return []
+    same_classes = base["model_args"]["G"].get("labels") == ours["G"].get("labels")
+    fresh = []
     for key in ("G", "D", "G_ema"):
-        getattr(state, key).load_state_dict(base["model"][key])
+        source = {k: v for k, v in base["model"][key].items() if same_classes or not k.startswith("mapping.embed.")}
+        fresh += [f"{key}.{name}" for name in ckpt_io.copy_matching(source, getattr(state, key))[1]]
+    return fresh
 
 
 def weights_sha256(state: TrainState) -> str:

@@ -26,8 +26,8 @@ from acneops.core.io import (
 )
 from acneops.gan import checkpoint as ckpt_io
 from acneops.gan import dist as gan_dist
-from acneops.gan.bank import ImageBank, training_files
-from acneops.gan.config import RESUMABLE_CHANGES, TrainGanConfig, TrainGanResult
+from acneops.gan.bank import ImageBank, labelled_files, training_files
+from acneops.gan.config import ADDED_KEYS, RESUMABLE_CHANGES, TrainGanConfig, TrainGanResult
 from acneops.gan.loop import (
     TrainState,
     build_state,
@@ -57,7 +57,9 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
 
 
 def config_changes(saved: dict[str, Any], cfg: TrainGanConfig) -> dict[str, tuple[Any, Any]]:
-    """Keys whose value differs from the checkpoint's config, ignoring those a resume may change."""
+    """Keys whose value differs from the checkpoint's config, ignoring those a resume may change
+    (a key an older checkpoint lacks counts as the value it was trained with, ADDED_KEYS)."""
+    saved = {**ADDED_KEYS, **saved}
     ours = cfg.to_dict()
     return {k: (saved.get(k), v) for k, v in ours.items() if k not in RESUMABLE_CHANGES and saved.get(k) != v}
 
@@ -147,17 +149,13 @@ def _crossed(before: int, after: int, every_nimg: int) -> bool:
 def _snapshot(state: TrainState, cfg: TrainGanConfig, run: tracking.Run, dist: gan_dist.Dist,
               num_images: int) -> str:
     """Checkpoint (atomic) + sample grid; on rank 0 log them. Replicas are checked identical first."""
-    from acneops.gan.sampling import synthesize
-
     digests = gan_dist.gather_strings(weights_sha256(state), dist)
     if len(set(digests)) != 1:  # a bug, not bad input: NVIDIA's check_ddp_consistency does the same
         raise RuntimeError(f"train_gan@{cfg.name}: replicas diverged at nimg {state.cur_nimg}: {digests}")
     if not dist.is_main:
         return ""
     grid_path = cfg.out_dir / "grids" / f"fakes_kimg{state.cur_nimg / 1000:09.3f}.png"
-    images = synthesize(state.G_ema, cfg.family, list(range(cfg.grid_seeds)), psi=cfg.truncation_psi,
-                        device=str(dist.device))
-    save_grid(images, grid_path, ncol=math.ceil(math.sqrt(len(images))), pad=0, background=0)  # square, seamless
+    _save_grid(state.G_ema, cfg, grid_path, str(dist.device))
     ckpt = {**state_dict(state, cfg), "mlflow_run_id": run.run_id, "world": dist.world, "num_images": num_images,
             "replica_sha256": digests, "torch_version": str(torch.__version__)}
     sha = ckpt_io.save(cfg.out_dir / CHECKPOINT, ckpt)
@@ -165,6 +163,21 @@ def _snapshot(state: TrainState, cfg: TrainGanConfig, run: tracking.Run, dist: g
     run.set_tags({"checkpoint_path": str((cfg.out_dir / CHECKPOINT).resolve()), "checkpoint_sha256": sha,
                   "checkpoint_kimg": state.cur_nimg / 1000})
     return sha
+
+
+def _save_grid(G: torch.nn.Module, cfg: TrainGanConfig, grid_path: Path, device: str) -> None:
+    """Seeds 0..grid_seeds-1 of G_ema as one seamless grid: square, or one row per class (labels order)
+    for a conditional run (column j is seed j in every row)."""
+    from acneops.gan.sampling import synthesize
+
+    seeds = list(range(cfg.grid_seeds))
+    if not cfg.c_dim:
+        images = synthesize(G, cfg.family, seeds, psi=cfg.truncation_psi, device=device)
+        save_grid(images, grid_path, ncol=math.ceil(math.sqrt(len(images))), pad=0, background=0)
+        return
+    rows = [synthesize(G, cfg.family, seeds, psi=cfg.truncation_psi, device=device, label=label)
+            for label in cfg.labels]
+    save_grid([img for row in rows for img in row], grid_path, ncol=len(seeds), pad=0, background=0)
 
 
 def _loop(state: TrainState, cfg: TrainGanConfig, bank: ImageBank, run: tracking.Run, dist: gan_dist.Dist) -> str:
@@ -224,6 +237,9 @@ def _setup(cfg: TrainGanConfig, dist: gan_dist.Dist) -> ImageBank:
     torch.set_num_threads(cfg.workers or max(1, (os.cpu_count() or 1) // dist.world))
     if dist.is_main:
         write_json(cfg.out_dir / "config.json", cfg.to_dict())  # the resolved config, before training
+    if cfg.conditional:  # each image's class index in labels: the column of its one-hot c
+        files, classes = labelled_files(cfg.restored_dir, cfg.labels)
+        return ImageBank(files, cfg.resolution, classes=classes)
     files = training_files(cfg.restored_dir, cfg.labels, Path(cfg.image_dir) if cfg.image_dir else None)
     return ImageBank(files, cfg.resolution)
 
@@ -248,7 +264,10 @@ def _prepare(cfg: TrainGanConfig, dist: gan_dist.Dist, resume: dict[str, Any] | 
         if dist.is_main:
             _truncate_logs(cfg.out_dir, state.cur_nimg)
     elif cfg.resume_from:
-        transfer(state, cfg, cfg.resume_from)
+        fresh = transfer(state, cfg, cfg.resume_from)
+        if fresh and dist.is_main:
+            print(f"train_gan@{cfg.name}: resume_from {cfg.resume_from} has other class conditioning; loaded the "
+                  f"tensors matching by name and shape, freshly initialised: {', '.join(fresh)}")
     return state
 
 
