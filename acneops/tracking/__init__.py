@@ -154,6 +154,22 @@ class NullRun(Run):
         self.failure = reason
 
 
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """Hold a file lock beside a local sqlite store while a process opens it: MLflow creates and migrates the
+    database on first use, and two stages starting at once on a fresh store would both run the migration
+    (``table _alembic_tmp_tags already exists``). Other stores need no lock."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    from filelock import FileLock
+
+    db = Path(uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(db) + ".lock", timeout=300):
+        yield
+
+
 def _experiment_id(client: Any, uri: str, experiment: str) -> str:
     found = client.get_experiment_by_name(experiment)
     if found is not None:
@@ -276,9 +292,10 @@ def start_run(
     from mlflow import MlflowClient
 
     uri = tracking_uri()
-    client = MlflowClient(tracking_uri=uri)
     with _held(stage, name):
-        experiment_id = _experiment_id(client, uri, experiment)
+        with _store_lock(uri):  # the first use opens (on a fresh store: creates and migrates) the database
+            client = MlflowClient(tracking_uri=uri)
+            experiment_id = _experiment_id(client, uri, experiment)
         opened_id, resumed = _open_run(client, experiment_id, stage, name, run_id, dict(tags or {}))
         _OPEN[(stage, name or "")] = opened_id
         run = Run(client, opened_id)

@@ -251,3 +251,19 @@ def test_importing_tracking_does_not_import_mlflow():
     code = "import sys, acneops.tracking; sys.exit('mlflow' in sys.modules)"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     assert subprocess.run([sys.executable, "-c", code], env=env).returncode == 0
+
+
+def test_stages_starting_at_once_on_a_fresh_sqlite_store_all_succeed(tmp_path):
+    """Two classifier trainings started together on a new clone both create the MLflow database: without the lock
+    beside it, each ran MLflow's migration and all but one died ('duplicate column name')."""
+    uri = f"sqlite:///{tmp_path / 'fresh' / 'mlflow.db'}"
+    code = ("import sys\nfrom acneops import tracking\n"
+            "with tracking.start_run('race', sys.argv[1], {'a': 1}) as run:\n    run.log_metrics({'m': 1.0}, 0)")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(i)], env=env, stderr=subprocess.PIPE, text=True)
+             for i in range(3)]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], "\n".join(e[-400:] for e in errors)
+    client = _client(uri)
+    runs = client.search_runs([client.get_experiment_by_name("acneops").experiment_id])
+    assert sorted(r.data.tags["acneops.name"] for r in runs) == ["0", "1", "2"]
