@@ -37,9 +37,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from gan_reference import (
+    machine,  # benchmarks/: the machine line every benchmark prints
+)
 
 from acneops.pipeline.schedule import run_graph
-from gan_reference import machine  # benchmarks/: the machine line every benchmark prints
 
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {  # variant -> scenario -> train_classifier.runs overrides
     "default": {"synthetic": {}, "real": {}, "augmented": {}},
@@ -119,7 +121,8 @@ def report(variant: str, r: dict[str, Any]) -> None:
     for pair, stats in r["metrics"].get("comparisons", {}).items():
         for stat, c in stats.items():
             verdict = "distinguishable" if c["distinguishable"] else "not distinguishable"
-            ratio = f", ratio {c['ratio']:.3f} [{c['ratio_ci95_low']:.3f}, {c['ratio_ci95_high']:.3f}]" if "ratio" in c else ""
+            ratio = (f", ratio {c['ratio']:.3f} [{c['ratio_ci95_low']:.3f}, {c['ratio_ci95_high']:.3f}]"
+                     if "ratio" in c else "")
             print(f"- {pair} {stat}: {c['difference']:+.3f} [{c['ci95_low']:+.3f}, {c['ci95_high']:+.3f}]{ratio}; "
                   f"{verdict}")
 

@@ -1,7 +1,8 @@
 """Generator side of `evaluate`: distribution metrics, class fidelity, anonymity audit, grids, GAN curves.
 
 - Quality: ``n_fake`` images per generator (seeds ``seed..seed+n_fake-1``), drawn ``generation_draws`` times
-  from disjoint seed ranges (figures are means over the draws, with the SD of FD and of class fidelity), against the real train
+  from disjoint seed ranges (figures are means over the draws, with the SD of FD and of class fidelity),
+  against the real train
   images of the generator's classes, in one feature space: Fréchet distance (Heusel et al. 2017)
   named by the space (``fd_domain``; ``fid`` only with the TF-Inception weights), KID (Bińkowski et
   al. 2018), precision / recall (Kynkäänniemi et al. 2019), density / coverage (Naeem et al. 2020).
@@ -146,14 +147,20 @@ def generator_quality(name: str, checkpoint: Path, cfg: Any, extractor: Any,
     if len(real) <= cfg.nearest_k:
         raise StageError(f"generator '{name}': only {len(real)} real train images of {labels}; distribution metrics "
                          f"need more than nearest_k={cfg.nearest_k}")
-    _, family = load_generator(checkpoint)
+    G, family = load_generator(checkpoint)
     psi = cfg.psi if family == "stylegan2" else 1.0  # a DCGAN has no truncation
+    label = None
+    if getattr(G, "c_dim", 0):  # one class-conditional generator serves several entries, one class each
+        if name not in G.labels:
+            raise StageError(f"params.yaml [evaluate.generators.{name}]: {checkpoint} is a class-conditional "
+                             f"generator of {list(G.labels)}; name the entry after one of its classes")
+        label = name
     real_feats = cached_stats(extractor, real, cfg.cache_dir, keep_features=True, batch_size=cfg.feature_batch,
                               desc=f"evaluate {name}: features (real train {'+'.join(labels)})").features
     draws, fidelities = [], []
     for k in range(cfg.generation_draws):  # disjoint seed ranges: seed + k * n_fake ...
         first = cfg.seed + k * cfg.n_fake
-        images = generate(checkpoint, range(first, first + cfg.n_fake), psi=psi, batch=cfg.batch,
+        images = generate(checkpoint, range(first, first + cfg.n_fake), psi=psi, batch=cfg.batch, label=label,
                           desc=f"evaluate {name}: generate (draw {k + 1}/{cfg.generation_draws})")  # (N, H, W, 3)
         fake_feats = extractor.extract(images, batch_size=cfg.feature_batch,
                                        desc=f"evaluate {name}: features (synthetic)")

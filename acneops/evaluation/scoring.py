@@ -189,14 +189,13 @@ def evaluate_classifier(name: str, checkpoint: Path, cfg: EvaluateConfig, strict
     (the sorter: the positive class of the task may be one it does not know, e.g. healthy).
     """
     from acneops.classify.backbones import load_classifier, predict, read_checkpoint
+    from acneops.classify.config import replicate_checkpoints
     from acneops.classify.data import real_items
     from acneops.metrics.classification import (
         classification_report,
         confusion_plot_rows,
         save_confusion_matrix,
     )
-
-    from acneops.classify.config import replicate_checkpoints
 
     models = replicate_checkpoints(checkpoint)  # the shipped model first, then its replicates of other seeds
     model, args = load_classifier(checkpoint)
@@ -322,7 +321,8 @@ def _seed_numbers(seeds: list[dict[str, Any]]) -> dict[str, Any]:
         values = [s[stat] for s in seeds]
         out.update({f"{stat}_sd": _sig(statistics.stdev(values)), f"{stat}_min": _sig(min(values)),
                     f"{stat}_max": _sig(max(values))})
-    out["per_seed"] = {str(s["seed"]): {"accuracy": _sig(s["accuracy"]), "macro_f1": _sig(s["macro_f1"])} for s in seeds}
+    out["per_seed"] = {str(s["seed"]): {"accuracy": _sig(s["accuracy"]), "macro_f1": _sig(s["macro_f1"])}
+                       for s in seeds}
     return out
 
 

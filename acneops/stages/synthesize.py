@@ -6,7 +6,8 @@ real train images of its own class (the reference `evaluate` audits each generat
 neighbourhoods give looser relative thresholds), drops the images flagged by either, tops up with
 fresh seeds for up to ``max_rounds`` extra rounds and reports any shortfall. With ``class_filter`` (a
 classifier checkpoint, e.g. the severity sorter) an image that classifier assigns to another class is also
-replaced (the hierarchical method's sorting step applied to the export; counted as ``rejected_class_filter``). Flagged images are never
+replaced (the hierarchical method's sorting step applied to the export; counted as ``rejected_class_filter``).
+Flagged images are never
 written; an image whose pixels equal a real train image (or its mirror) is dropped even if the audit
 thresholds were loosened. The real *test* split is never read:
 the real images come from :func:`acneops.data.access.load_split` with role ``synthesize``.
@@ -34,12 +35,12 @@ from typing import Any
 from acneops.core.config import ConfigError, build, section, to_dict
 from acneops.core.errors import StageError
 from acneops.stages.params import audit_config
+from acneops.synthetic.class_filter import load_class_filter
 from acneops.synthetic.export import (
     ShortfallWarning,
     SynthesizeConfig,
     check_generators,
     class_report,
-    load_class_filter,
     load_real_train,
     make_extractor,
     synthesize_class,
@@ -96,7 +97,8 @@ class SynthesizeResult:
 
 
 def _shortfall_message(short: dict[str, int], cfg: SynthesizeConfig) -> str:
-    return (f"synthesize: too few images passed the anonymity audit{' and the class filter' if cfg.class_filter else ''} "
+    checks = "the anonymity audit" + (" and the class filter" if cfg.class_filter else "")
+    return (f"synthesize: too few images passed {checks} "
             f"after {cfg.max_rounds} top-up rounds, "
             f"missing {short} of {dict(cfg.counts)}; the generators emit near copies of real train images "
             f"(see {cfg.report_path.parent / AUDIT_DIR}/<class>.json). Train them longer or with more "

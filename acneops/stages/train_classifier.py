@@ -107,7 +107,8 @@ def run(cfg: TrainClassifierConfig) -> TrainClassifierResult:
     write_json(cfg.out_path / SEEDS_DIR / SUMMARY_FILE, _seed_summary(cfg, per_seed))
     first = per_seed[cfg.seed]
     return TrainClassifierResult(cfg.name, cfg.out_path, first["best_epoch"], first["val"], first["counts"], epochs_run,
-                                 time.perf_counter() - start, {s: (v["accuracy"], v["macro_f1"]) for s, v in per_seed.items()})
+                                 time.perf_counter() - start,
+                                 {s: (v["accuracy"], v["macro_f1"]) for s, v in per_seed.items()})
 
 
 SUMMARY_FILE = "summary.json"  # <out_dir>/seeds/summary.json

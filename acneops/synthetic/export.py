@@ -140,6 +140,7 @@ class GeneratorInfo:
     sha256: str  # of the checkpoint file
     family: str  # stylegan2 | dcgan
     resolution: int  # px
+    label: str | None = None  # the class input of a class-conditional generator; None: unconditional
 
 
 
@@ -157,7 +158,12 @@ def check_generators(cfg: SynthesizeConfig) -> dict[str, GeneratorInfo]:
         if family == "dcgan" and cfg.psi != 1.0:
             raise ConfigError(f"params.yaml [synthesize.psi]={cfg.psi}: class '{cls}' uses a DCGAN generator "
                               f"({path}), which has no truncation; set synthesize.psi to 1.0")
-        infos[cls] = GeneratorInfo(Path(path), sha256_file(path), family, int(G.img_resolution))
+        classes = tuple(G.labels) if getattr(G, "c_dim", 0) else None  # a conditional generator serves its labels
+        if classes is not None and cls not in classes:
+            raise StageError(f"params.yaml [synthesize.generators.{cls}]: {path} is a class-conditional generator of "
+                             f"{list(classes)}; it cannot draw '{cls}'")
+        infos[cls] = GeneratorInfo(Path(path), sha256_file(path), family, int(G.img_resolution),
+                                   cls if classes is not None else None)
     return infos
 
 
@@ -263,11 +269,13 @@ class ClassOutcome:
 
 
 
-def generate_images(path: Path, seeds: list[int], psi: float, batch: int, desc: str) -> np.ndarray:
-    """uint8 (N, H, W, 3), one image per seed, with a progress bar named ``desc`` over the images."""
+def generate_images(path: Path, seeds: list[int], psi: float, batch: int, desc: str,
+                    label: str | None = None) -> np.ndarray:
+    """uint8 (N, H, W, 3), one image per seed (of class ``label`` for a conditional generator), with a progress
+    bar named ``desc`` over the images."""
     from acneops.gan import sampling as gen
 
-    return gen.generate(path, seeds, psi=psi, batch=batch, desc=desc)
+    return gen.generate(path, seeds, psi=psi, batch=batch, desc=desc, label=label)
 
 
 
@@ -289,41 +297,21 @@ def _audit(cfg: SynthesizeConfig, cls: str, seeds: list[int], images: np.ndarray
 
 
 
-def load_class_filter(cfg: SynthesizeConfig) -> tuple[Any, dict[str, Any]] | None:
-    """(model, model_args) of the class filter, or None when it is off."""
-    from acneops.classify.backbones import load_classifier
-
-    if not cfg.class_filter:
-        return None
-    if not Path(cfg.class_filter).is_file():
-        raise StageError(f"params.yaml [synthesize.class_filter]: {cfg.class_filter} not found; run "
-                         "`dvc repro train_classifier@sorter` or set class_filter to ''")
-    return load_classifier(Path(cfg.class_filter))
-
-
-def _wrong_class(judge: tuple[Any, dict[str, Any]] | None, cls: str, images: np.ndarray) -> np.ndarray:
-    """(N,) bool: the judge puts the image in a class other than ``cls`` (all False when it does not know ``cls``)."""
-    from acneops.classify.backbones import predict
-
-    labels = [str(x) for x in (judge[1].get("labels") or [])] if judge else []
-    if cls not in labels:
-        return np.zeros(len(images), dtype=bool)
-    probs = predict(judge[0], judge[1], images, batch=64, desc=f"synthesize {cls}: class filter")  # (N, C)
-    return probs.argmax(axis=1) != labels.index(cls)
-
-
 def synthesize_class(cfg: SynthesizeConfig, cls: str, info: GeneratorInfo, real: RealTrain,
                      extractor: CachedExtractor, judge: tuple[Any, dict[str, Any]] | None = None) -> ClassOutcome:
     """Generate, audit, filter by class, top up: round 0 uses seeds 0..count-1 of the class, later rounds its top-up
     range."""
+    from acneops.synthetic.class_filter import wrong_class
+
     k, count = cfg.classes.index(cls), cfg.counts[cls]
     seeds = class_seeds(cfg.seed, k, 0, count)
     new, parts, wrong_parts, used_topup, rnd = seeds, [], [], 0, 0
     clock = {"generate": 0.0, "audit": 0.0}  # seconds
     while True:
         t0 = time.perf_counter()
-        parts.append(generate_images(info.path, new, cfg.psi, cfg.batch, f"synthesize {cls}: generate round {rnd}"))
-        wrong_parts.append(_wrong_class(judge, cls, parts[-1]))
+        parts.append(generate_images(info.path, new, cfg.psi, cfg.batch, f"synthesize {cls}: generate round {rnd}",
+                                     info.label))
+        wrong_parts.append(wrong_class(judge, cls, parts[-1]))
         images, wrong = np.concatenate(parts), np.concatenate(wrong_parts)
         t1 = time.perf_counter()
         result, exact, own_flags = _audit(cfg, cls, seeds, images, real, extractor)

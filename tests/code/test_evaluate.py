@@ -408,3 +408,31 @@ def test_a_synthetic_only_classifier_selected_on_real_images_is_named_so():
     assert trained_on({**base, "val_source": "synthetic_holdout"}) == "synthetic only (TSTR)"
     assert trained_on({**base, "val_source": "real_val"}) == "synthetic only, selected on real val"
     assert trained_on({**base, "real_train": True}) == "real + synthetic"
+
+
+def test_a_class_conditional_generator_is_measured_per_class(acne, tmp_path):
+    """One conditional StyleGAN2 named for each class in evaluate.generators: each entry generates its own class;
+    an entry named after a class the generator does not have is a clear error."""
+    from acneops.gan.stylegan2 import Discriminator as SGD
+    from acneops.gan.stylegan2 import Generator as SGG
+
+    labels = ["healthy", "mild", "severe"]
+    torch.manual_seed(0)
+    g_args = dict(z_dim=16, w_dim=16, mapping_layers=2, img_resolution=32, channel_base=256, channel_max=32,
+                  c_dim=3, labels=labels)
+    d_args = dict(img_resolution=32, channel_base=256, channel_max=32, c_dim=3, mapping_layers=2)
+    G, D = SGG(**g_args), SGD(**d_args)
+    path = tmp_path / "cond" / "final.pt"
+    gan_ckpt.save(path, {"format": gan_ckpt.FORMAT, "family": "stylegan2",
+                         "model": {"G": G.state_dict(), "D": D.state_dict(), "G_ema": G.state_dict()},
+                         "model_args": {"G": g_args, "D": d_args}, "step": 0, "cur_nimg": 0, "config": {}})
+    params = evaluate_params(acne["root"], classifiers={"real": str(acne["cfg"].classifiers["real"])}, sorter="",
+                             fidelity_judge="", synthetic_dir="", generation_draws=1,
+                             generators={"mild": str(path), "severe": str(path)},
+                             reports_dir=str(tmp_path / "reports"), metrics_path=str(tmp_path / "reports" / "m.json"))
+    gens = evaluate.run(evaluate.config_from_params(params)).nested["generators"]
+    assert gens["mild"]["n_real"] == 6 and gens["severe"]["n_real"] == 6
+    assert gens["mild"]["fd_tiny"] != gens["severe"]["fd_tiny"]
+    params["evaluate"]["generators"] = {"all": str(path)}
+    with pytest.raises(StageError, match="class-conditional generator of"):
+        evaluate.run(evaluate.config_from_params(params))

@@ -56,13 +56,17 @@ def write_restored(root: Path, n_train: int = 8) -> Path:
     return restored
 
 
-def write_generator(path: Path, torch_seed: int, family: str = "stylegan2") -> Path:
-    """A tiny randomly initialised generator saved as an acneops GAN checkpoint (what train_gan writes)."""
+def write_generator(path: Path, torch_seed: int, family: str = "stylegan2", labels: tuple[str, ...] = ()) -> Path:
+    """A tiny randomly initialised generator saved as an acneops GAN checkpoint (what train_gan writes); with
+    ``labels``, a class-conditional StyleGAN2 over those classes."""
     torch.manual_seed(torch_seed)
     if family == "stylegan2":
         arch = dict(img_resolution=RES, channel_base=256, channel_max=32)
         G_args = dict(z_dim=16, w_dim=16, mapping_layers=2, **arch)
         D_args = arch
+        if labels:
+            G_args = {**G_args, "c_dim": len(labels), "labels": list(labels)}
+            D_args = {**D_args, "c_dim": len(labels), "mapping_layers": 2}
     else:
         G_args = dict(z_dim=16, img_resolution=RES, base_channels=8)
         D_args = dict(img_resolution=RES, base_channels=8)
@@ -415,3 +419,21 @@ def test_class_filter_exports_only_images_the_judge_puts_in_their_class(fixture_
     assert file_hashes(out_dir) == kept
     with pytest.raises(StageError, match="class_filter"):
         run_with(fixture_root, "filtered", class_filter=str(tmp_path / "missing.pt"))
+
+
+def test_one_conditional_generator_serves_every_class(fixture_root: Path, tmp_path: Path) -> None:
+    """synthesize.generators may name the same class-conditional checkpoint for each class: each class's images are
+    the generator's at that class input; a class it was not trained on is an error naming its classes."""
+    from acneops.gan.sampling import generate
+
+    cond = write_generator(tmp_path / "cond.pt", torch_seed=3, labels=("healthy", "mild", "severe"))
+    result, out_dir = run_with(fixture_root, "conditional", generators={c: str(cond) for c in CLASSES})
+    for cls in CLASSES:
+        rows = [r for r in read_csv(out_dir / "manifest.csv") if r["label"] == cls]
+        images = generate(cond, [int(r["seed"]) for r in rows], psi=0.8, batch=4, label=cls)
+        assert len(rows) == result.classes[cls]["exported"]
+        for row, image in zip(rows, images):
+            assert np.array_equal(np.asarray(Image.open(out_dir / row["file"]).convert("RGB")), image)
+    other = write_generator(tmp_path / "other.pt", torch_seed=3, labels=("severe", "mask"))
+    with pytest.raises(StageError, match=r"class-conditional generator of \['severe', 'mask'\]"):
+        run_with(fixture_root, "conditional", generators={"healthy": str(cond), "mild": str(other)})
