@@ -20,7 +20,12 @@ Variants:
 - ``px32``: the classifiers at the restored images' own 32 px instead of upscaled to 64 px;
 - ``scarce25``: real and augmented on 25% of the real train images per class (the regime where the second
   method's augmentation should help most);
-- ``mix``: augmented with 0, 50, 100 and 150 synthetic images per class (the mix chosen on val).
+- ``mix``: augmented with 50, 100 and 150 synthetic images per class (the mix chosen on val);
+- ``filtered``: synthetic and augmented on a set exported with ``synthesize.class_filter`` = the severity sorter;
+- ``psi07``: synthetic and augmented on a set exported with truncation psi 0.7;
+- ``conditional``: one class-conditional StyleGAN2 (``train_gan`` run with ``conditional: true``) fine-tuned from
+  G_all on every class for 20 kimg (the four per-class fine-tunes' 4 x 5), its export, synthetic and augmented, and
+  its class fidelity and FD per class: the alternative to the hierarchy on the same budget.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from gan_reference import (
 
 from acneops.pipeline.schedule import run_graph
 
+SYNTHETIC = "<variant synthetic set>"
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {  # variant -> scenario -> train_classifier.runs overrides
     "default": {"synthetic": {}, "real": {}, "augmented": {}},
     "px32": {"synthetic": {"img_size": 32}, "real": {"img_size": 32}, "augmented": {"img_size": 32}},
@@ -51,11 +57,27 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {  # variant -> scenario -> tra
                                       "synthetic_per_class": 100, "upstream": "datasets/synthetic"}},
     "mix": {f"augmented_{n}": {"synthetic_dir": "datasets/synthetic", "synthetic_per_class": n,
                                "upstream": "datasets/synthetic"} for n in (50, 100, 150)},
+    "filtered": {"synthetic": {"synthetic_dir": SYNTHETIC, "upstream": SYNTHETIC},
+                 "augmented": {"synthetic_dir": SYNTHETIC, "upstream": SYNTHETIC}},
+    "psi07": {"synthetic": {"synthetic_dir": SYNTHETIC, "upstream": SYNTHETIC},
+              "augmented": {"synthetic_dir": SYNTHETIC, "upstream": SYNTHETIC}},
 }
+VARIANTS["conditional"] = VARIANTS["filtered"]
+# variants that train a generator first: the class-conditional StyleGAN2 (NVIDIA's c_dim) on every class, from G_all,
+# with the budget of the four per-class fine-tunes (4 x 5 kimg), two threads (it runs alone)
+CLASSES = ["healthy", "mild", "moderate", "severe"]
+GAN = {"conditional": {"cond": {"conditional": True, "labels": CLASSES, "resume_from": "models/gan/all/final.pt",
+                                "total_kimg": 20, "workers": 2, "upstream": "models/gan/all"}}}
+# variants that first export their own synthetic set (`acneops run synthesize` with these overrides into the
+# variant's folder; the marker SYNTHETIC above stands for it)
+SYNTHESIZE = {"filtered": {"class_filter": "models/classifier/sorter/best.pt"}, "psi07": {"psi": 0.7},
+              "conditional": {}}
 PAIRS = {"default": [["augmented", "real"], ["synthetic", "real"]],
          "px32": [["augmented", "real"], ["synthetic", "real"]],
          "scarce25": [["augmented_scarce", "real_scarce"]],
-         "mix": [["augmented_100", "augmented_50"], ["augmented_150", "augmented_100"]]}
+         "mix": [["augmented_100", "augmented_50"], ["augmented_150", "augmented_100"]],
+         "filtered": [["augmented", "synthetic"]], "psi07": [["augmented", "synthetic"]],
+         "conditional": [["augmented", "synthetic"]]}
 
 
 def variant_params(repo: Path, variant: str, work: Path, seeds: list[int]) -> dict[str, Any]:
@@ -64,8 +86,22 @@ def variant_params(repo: Path, variant: str, work: Path, seeds: list[int]) -> di
     tc = params["train_classifier"]
     base_runs = tc["runs"]
     runs = {}
+    synthetic = str(work / "synthetic")
     for name, override in VARIANTS[variant].items():
+        override = {k: (synthetic if v == SYNTHETIC else v) for k, v in override.items()}
         runs[name] = {**copy.deepcopy(base_runs.get(name, {})), **override}
+    if variant in SYNTHESIZE:
+        params["synthesize"].update(SYNTHESIZE[variant], out_dir=synthetic,
+                                    report_path=str(work / "reports" / "synthesize.json"))
+    if variant in GAN:
+        (name, run), = GAN[variant].items()
+        params["train_gan"]["runs"] = {name: {**run, "out_dir": str(work / "gan" / name),
+                                              "metrics_path": str(work / "reports" / f"{name}.json"),
+                                              "plots_path": str(work / "reports" / f"{name}_stats.json")}}
+        checkpoint = str(work / "gan" / name / "final.pt")
+        params["synthesize"]["generators"] = dict.fromkeys(CLASSES, checkpoint)
+        params["evaluate"].update(generators=dict.fromkeys(CLASSES, checkpoint), fidelity_judge="sorter",
+                                  sorter=str(repo / "models" / "classifier" / "sorter" / "best.pt"))
     tc.update(runs=runs, seeds=seeds, out_dir=str(work / "models" / "{name}"))
     ev = params["evaluate"]
     ev.update(classifiers={n: str(work / "models" / n / "best.pt") for n in runs}, generators={},
@@ -90,6 +126,13 @@ def run_variant(repo: Path, variant: str, work: Path, seeds: list[int], jobs: in
         return subprocess.Popen(cmd, cwd=repo, env=env, stdout=open(logs / f"{name}.log", "w"),
                                 stderr=subprocess.STDOUT)
 
+    for name in GAN.get(variant, {}):
+        subprocess.run([sys.executable, "-m", "acneops", "run", "train_gan", "--name", name, "--params", str(pfile)],
+                       cwd=repo, env=env, check=True, stdout=open(logs / f"train_gan_{name}.log", "w"),
+                       stderr=subprocess.STDOUT)
+    if variant in SYNTHESIZE:
+        subprocess.run([sys.executable, "-m", "acneops", "run", "synthesize", "--params", str(pfile)], cwd=repo,
+                       env=env, check=True, stdout=open(logs / "synthesize.log", "w"), stderr=subprocess.STDOUT)
     began = time.monotonic()
     out = run_graph({n: set() for n in params["train_classifier"]["runs"]}, start, jobs)
     train_wall = time.monotonic() - began
@@ -118,6 +161,10 @@ def report(variant: str, r: dict[str, Any]) -> None:
         seeds = ", ".join(f"{x['accuracy']:.3f}" for x in m.get("per_seed", {}).values())
         print(f"| {name} | {v['val_macro_f1_mean']:.3f} ± {v['val_macro_f1_sd']:.3f} | {_pm(m, 'accuracy')} | "
               f"{_pm(m, 'macro_f1')} | {seeds} | {r['seconds'].get(name, 0):.0f} |")
+    for gen, g in r["metrics"].get("generators", {}).items():
+        fd = next((k for k in g if k.startswith("fd_") and not k.endswith("_sd")), None)
+        print(f"- generator {gen}: class fidelity {g.get('class_fidelity', float('nan')):.3f}"
+              + (f", {fd} {g[fd]:.4g}" if fd else ""))
     for pair, stats in r["metrics"].get("comparisons", {}).items():
         for stat, c in stats.items():
             verdict = "distinguishable" if c["distinguishable"] else "not distinguishable"
