@@ -17,7 +17,7 @@ never used to choose.
 
 Variants:
 - ``default``: params.yaml as it is (synthetic / real / augmented);
-- ``px32``: the classifiers at the restored images' own 32 px instead of upscaled to 64 px;
+- ``px32`` / ``px48``: the classifiers at the restored images' own 32 px, or at 48 px, instead of upscaled to 64 px;
 - ``scarce25``: real and augmented on 25% of the real train images per class (the regime where the second
   method's augmentation should help most);
 - ``mix``: augmented with 50, 100 and 150 synthetic images per class (the mix chosen on val);
@@ -52,6 +52,7 @@ SYNTHETIC = "<variant synthetic set>"
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {  # variant -> scenario -> train_classifier.runs overrides
     "default": {"synthetic": {}, "real": {}, "augmented": {}},
     "px32": {"synthetic": {"img_size": 32}, "real": {"img_size": 32}, "augmented": {"img_size": 32}},
+    "px48": {"synthetic": {"img_size": 48}, "real": {"img_size": 48}, "augmented": {"img_size": 48}},
     "scarce25": {"real_scarce": {"real_fraction": 0.25, "upstream": "datasets/restored/train"},
                  "augmented_scarce": {"real_fraction": 0.25, "synthetic_dir": "datasets/synthetic",
                                       "synthetic_per_class": 100, "upstream": "datasets/synthetic"}},
@@ -74,6 +75,7 @@ SYNTHESIZE = {"filtered": {"class_filter": "models/classifier/sorter/best.pt"}, 
               "conditional": {}}
 PAIRS = {"default": [["augmented", "real"], ["synthetic", "real"]],
          "px32": [["augmented", "real"], ["synthetic", "real"]],
+         "px48": [["augmented", "real"], ["synthetic", "real"]],
          "scarce25": [["augmented_scarce", "real_scarce"]],
          "mix": [["augmented_100", "augmented_50"], ["augmented_150", "augmented_100"]],
          "filtered": [["augmented", "synthetic"]], "psi07": [["augmented", "synthetic"]],
