@@ -57,7 +57,7 @@ class TrainClassifierConfig:
     class_weighted_loss: bool = True  # weight cross-entropy by inverse class frequency of the train set
     # training seeds (init, shuffling, augmentation, synthetic holdout), one model each: the first is the model the
     # pipeline uses (out_dir/best.pt), the others are replicates (out_dir/seeds/<seed>/) that evaluate scores too
-    seeds: tuple[int, ...] = (0,)
+    seeds: tuple[int, ...] = (0, 1, 2)
     workers: int = 0  # DataLoader worker processes (0 = load in the training process)
     threads: int = 1  # torch CPU threads (0 = one per core); fixed: results differ in the last bits between counts
     keep_last: bool = False  # keep last.pt (optimizer + RNG state) after a finished run, to extend it later

@@ -46,13 +46,13 @@ def tiny_params(params: dict | None = None) -> dict:
                           channel_max=16, z_dim=16, w_dim=16, mapping_layers=1, grid_seeds=4, workers=1)
     for run in p["train_gan"]["runs"].values():
         run["total_kimg"] = 0.016
-    p["train_classifier"].update(epochs=1, batch=8, img_size=32, threads=1)
+    p["train_classifier"].update(epochs=1, batch=8, img_size=32, threads=1, seeds=[0, 1])  # a replicate: its outs too
     for run in p["train_classifier"]["runs"].values():
         if run.get("synthetic_per_class"):
             run["synthetic_per_class"] = 4
     p["sort"].update(n_images=24, min_per_class=2, batch=8)
     p["synthesize"].update(counts={cls: 6 for cls in p["synthesize"]["counts"]}, batch=8)
-    p["evaluate"].update(n_fake=8, kid_subsets=2, kid_subset_size=4, feature_batch=8, batch=8, grid_images=4,
+    p["evaluate"].update(n_fake=8, generation_draws=2, kid_subsets=2, kid_subset_size=4, feature_batch=8, batch=8, grid_images=4,
                          nearest_k=2)
     p["audit"].update(ct_cells=2, ct_min_samples=1)
     return p

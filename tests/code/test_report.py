@@ -21,18 +21,21 @@ FEATURE = {"name": "domain", "metric_prefix": "fd_domain", "kernel_prefix": "kd_
 def test_scenario_table_renders_rows_in_scenario_order_with_binary_columns():
     table = report.scenario_table(CLASSIFIERS, {"synthetic": "synthetic only (TSTR)", "real": "real only"})
     lines = table.splitlines()
-    assert lines[0] == ("| scenario | trained on | accuracy | macro-F1 | macro precision | macro recall | sensitivity "
-                        "| specificity | chance acc. (uniform / majority) | test images |")
-    assert lines[1].count("---") == 10
-    assert lines[2] == ("| **synthetic** | synthetic only (TSTR) | 0.750 | 0.700 | 0.720 | 0.700 | 0.700 | 0.800 "
+    assert lines[0] == ("| scenario | trained on | seeds | accuracy | macro-F1 | macro precision | macro recall "
+                        "| sensitivity | specificity | chance acc. (uniform / majority) | test images |")
+    assert lines[1].count("---") == 11
+    assert lines[2] == ("| **synthetic** | synthetic only (TSTR) | – | 0.750 | 0.700 | 0.720 | 0.700 | 0.700 | 0.800 "
                         "| 0.500 / 0.600 | 40 |")  # TSTR first, whatever the dict order
-    assert lines[3].startswith("| **real** | real only | 0.900 | 0.850 |")
+    assert lines[3].startswith("| **real** | real only | – | 0.900 | 0.850 |")
+    seeded = {"real": {**CLASSIFIERS["real"], "n_seeds": 3, "accuracy_sd": 0.021, "accuracy_ci95_low": 0.81,
+                       "accuracy_ci95_high": 0.95}}
+    assert "| **real** | – | 3 | 0.900 ± 0.021 [0.810, 0.950] | 0.850 |" in report.scenario_table(seeded)
 
 
 def test_scenario_table_without_binary_task_has_no_sensitivity_columns():
     multi = {k: {m: v for m, v in c.items() if m not in ("sensitivity", "specificity")} for k, c in CLASSIFIERS.items()}
     table = report.scenario_table(multi)
-    assert "sensitivity" not in table and "| **real** | – | 0.900 |" in table
+    assert "sensitivity" not in table and "| **real** | – | – | 0.900 |" in table
 
 
 def test_generator_fidelity_and_anonymity_tables():

@@ -86,7 +86,7 @@ def params_for(data: dict[str, Path], out_root: Path, **defaults) -> dict:
     section = {
         "arch": "resnet18", "pretrained": False, "img_size": SIZE, "labels": list(COLOURS),
         "restored_dir": str(data["restored"]), "out_dir": str(out_root / "{name}"),
-        "epochs": 2, "batch": 8, "lr": 1e-3, "threads": 1,
+        "epochs": 2, "batch": 8, "lr": 1e-3, "threads": 1, "seeds": [0],
         "runs": {
             "sorter": {"role": "sorter", "labels": ["mild", "moderate", "severe"]},
             "synthetic": {"real_train": False, "synthetic_dir": str(data["synthetic"])},
@@ -94,6 +94,8 @@ def params_for(data: dict[str, Path], out_root: Path, **defaults) -> dict:
             "augmented": {"synthetic_dir": str(data["synthetic"]), "synthetic_per_class": 3},
         },
     }
+    if "seed" in defaults:  # the single-seed spelling replaces the list
+        section.pop("seeds")
     section.update(defaults)
     return {"train_classifier": section}
 
