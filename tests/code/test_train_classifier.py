@@ -166,10 +166,11 @@ def test_augmented_run_reads_real_and_capped_synthetic(data, tmp_path, _env):
 
 
 def test_synthetic_holdout_run_reads_no_real_image(data, tmp_path, _env):
-    params = params_for(data, tmp_path, epochs=1)
+    """Pure TSTR, every seed: the data-access log (every granted read of a real split) stays empty."""
+    params = params_for(data, tmp_path, epochs=1, seeds=[0, 1])
     params["train_classifier"]["runs"]["synthetic"]["val_source"] = "synthetic_holdout"
     result = train_classifier.run(config_from_params(params, "synthetic"))
-    assert result.counts == {"train_real": 0, "train_synthetic": 12, "val": 4}
+    assert result.counts == {"train_real": 0, "train_synthetic": 12, "val": 4} and sorted(result.per_seed) == [0, 1]
     assert splits_read(_env) == []
 
 
