@@ -20,7 +20,8 @@ Variants:
 - ``px32`` / ``px48``: the classifiers at the restored images' own 32 px, or at 48 px, instead of upscaled to 64 px;
 - ``scarce25``: real and augmented on 25% of the real train images per class (the regime where the second
   method's augmentation should help most);
-- ``mix``: augmented with 50, 100 and 150 synthetic images per class (the mix chosen on val);
+- ``mix``: augmented with 50 and 150 class-filtered synthetic images per class (100 is ``filtered``'s; 0 is
+  ``default``'s ``real``): the mix is chosen on val;
 - ``filtered``: synthetic and augmented on a set exported with ``synthesize.class_filter`` = the severity sorter;
 - ``psi07``: synthetic and augmented on a set exported with truncation psi 0.7;
 - ``conditional``: one class-conditional StyleGAN2 (``train_gan`` run with ``conditional: true``) fine-tuned from
@@ -56,8 +57,8 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {  # variant -> scenario -> tra
     "scarce25": {"real_scarce": {"real_fraction": 0.25, "upstream": "datasets/restored/train"},
                  "augmented_scarce": {"real_fraction": 0.25, "synthetic_dir": "datasets/synthetic",
                                       "synthetic_per_class": 100, "upstream": "datasets/synthetic"}},
-    "mix": {f"augmented_{n}": {"synthetic_dir": "datasets/synthetic", "synthetic_per_class": n,
-                               "upstream": "datasets/synthetic"} for n in (50, 100, 150)},
+    "mix": {f"augmented_{n}": {"synthetic_dir": SYNTHETIC, "synthetic_per_class": n, "upstream": SYNTHETIC}
+            for n in (50, 150)},
     "filtered": {"synthetic": {"synthetic_dir": SYNTHETIC, "upstream": SYNTHETIC},
                  "augmented": {"synthetic_dir": SYNTHETIC, "upstream": SYNTHETIC}},
     "psi07": {"synthetic": {"synthetic_dir": SYNTHETIC, "upstream": SYNTHETIC},
@@ -72,12 +73,13 @@ GAN = {"conditional": {"cond": {"conditional": True, "labels": CLASSES, "resume_
 # variants that first export their own synthetic set (`acneops run synthesize` with these overrides into the
 # variant's folder; the marker SYNTHETIC above stands for it)
 SYNTHESIZE = {"filtered": {"class_filter": "models/classifier/sorter/best.pt"}, "psi07": {"psi": 0.7},
+              "mix": {"class_filter": "models/classifier/sorter/best.pt"},
               "conditional": {}}
 PAIRS = {"default": [["augmented", "real"], ["synthetic", "real"]],
          "px32": [["augmented", "real"], ["synthetic", "real"]],
          "px48": [["augmented", "real"], ["synthetic", "real"]],
          "scarce25": [["augmented_scarce", "real_scarce"]],
-         "mix": [["augmented_100", "augmented_50"], ["augmented_150", "augmented_100"]],
+         "mix": [["augmented_150", "augmented_50"]],
          "filtered": [["augmented", "synthetic"]], "psi07": [["augmented", "synthetic"]],
          "conditional": [["augmented", "synthetic"]]}
 
