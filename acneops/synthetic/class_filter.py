@@ -26,12 +26,16 @@ def load_class_filter(cfg: Any) -> tuple[Any, dict[str, Any]] | None:
     return load_classifier(Path(cfg.class_filter))
 
 
-def wrong_class(judge: tuple[Any, dict[str, Any]] | None, cls: str, images: np.ndarray) -> np.ndarray:
-    """(N,) bool: the judge puts the image in a class other than ``cls`` (all False when it does not know ``cls``)."""
+def wrong_class(judge: tuple[Any, dict[str, Any]] | None, cls: str, images: np.ndarray,
+                margin: float = 0.0) -> np.ndarray:
+    """(N,) bool: the judge's probability of some other class exceeds that of ``cls`` by more than ``margin`` (all
+    False when it does not know ``cls``)."""
     from acneops.classify.backbones import predict
 
     labels = [str(x) for x in (judge[1].get("labels") or [])] if judge else []
     if cls not in labels:
         return np.zeros(len(images), dtype=bool)
     probs = predict(judge[0], judge[1], images, batch=64, desc=f"synthesize {cls}: class filter")  # (N, C)
-    return probs.argmax(axis=1) != labels.index(cls)
+    own = probs[:, labels.index(cls)]
+    other = np.delete(probs, labels.index(cls), axis=1).max(axis=1)
+    return other - own > margin

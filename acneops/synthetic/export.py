@@ -81,9 +81,12 @@ class SynthesizeConfig:
     audit_extractor: str = "domain"  # audit feature space: domain | tiny | inception
     audit_checkpoint: Path | None = classifier_checkpoint("real")  # domain: classifier; inception: weights
     # class filter: a classifier (the severity sorter: trained on real train images only) that must assign each
-    # exported image to its generator's class, or "" = none; classes it does not know (healthy, for the sorter)
-    # are not filtered. Rejected images are replaced from the top-up seeds like flagged ones.
-    class_filter: str = ""
+    # exported image to its generator's class, or "" = none (then drop its dvc.yaml dep); classes it does not know
+    # (healthy, for the sorter) are not filtered. Rejected images are replaced from the top-up seeds like flagged ones.
+    class_filter: str = str(classifier_checkpoint("sorter"))
+    # rejected when the filter's probability of another class exceeds its own class's by more than this
+    # (0: whenever another class wins; 1: never, the filter only counts)
+    class_filter_margin: float = 0.0
     max_rounds: int = 3  # extra generation rounds replacing flagged images, count
     max_shortfall: float = 0.1  # largest missing share of any class's count; above it the stage fails
     audit: AuditConfig = dataclasses.field(default_factory=AuditConfig)  # near-copy thresholds (section audit)
@@ -107,6 +110,8 @@ class SynthesizeConfig:
         require(0 <= self.seed <= MAX_SEED, f"{w}.seed must be in [0, {MAX_SEED}], got {self.seed}")
         require(0 < self.psi <= 1, f"{w}.psi must be in (0, 1] (1 = no truncation), got {self.psi}")
         require(self.batch >= 1, f"{w}.batch must be >= 1, got {self.batch}")
+        require(0 <= self.class_filter_margin <= 1,
+                f"{w}.class_filter_margin must be in [0, 1], got {self.class_filter_margin}")
         require(self.max_rounds >= 0, f"{w}.max_rounds must be >= 0, got {self.max_rounds}")
         require(0 <= self.max_shortfall <= 1, f"{w}.max_shortfall must be in [0, 1], got {self.max_shortfall}")
         require(self.audit_extractor in EXTRACTORS,
@@ -311,7 +316,7 @@ def synthesize_class(cfg: SynthesizeConfig, cls: str, info: GeneratorInfo, real:
         t0 = time.perf_counter()
         parts.append(generate_images(info.path, new, cfg.psi, cfg.batch, f"synthesize {cls}: generate round {rnd}",
                                      info.label))
-        wrong_parts.append(wrong_class(judge, cls, parts[-1]))
+        wrong_parts.append(wrong_class(judge, cls, parts[-1], cfg.class_filter_margin))
         images, wrong = np.concatenate(parts), np.concatenate(wrong_parts)
         t1 = time.perf_counter()
         result, exact, own_flags = _audit(cfg, cls, seeds, images, real, extractor)

@@ -51,7 +51,9 @@ def tiny_params(params: dict | None = None) -> dict:
         if run.get("synthetic_per_class"):
             run["synthetic_per_class"] = 4
     p["sort"].update(n_images=24, min_per_class=2, batch=8)
-    p["synthesize"].update(counts={cls: 6 for cls in p["synthesize"]["counts"]}, batch=8)
+    # a one-epoch sorter calls every image one class: the filter only counts here (tests/code/test_synthesize.py
+    # checks its rejections)
+    p["synthesize"].update(counts={cls: 6 for cls in p["synthesize"]["counts"]}, batch=8, class_filter_margin=1.0)
     p["evaluate"].update(n_fake=8, generation_draws=2, kid_subsets=2, kid_subset_size=4, feature_batch=8, batch=8, grid_images=4,
                          nearest_k=2)
     p["audit"].update(ct_cells=2, ct_min_samples=1)

@@ -95,6 +95,7 @@ def make_params(root: Path, **overrides: object) -> dict:
         "generators": {cls: str(root / "models" / cls / "final.pt") for cls in CLASSES},
         "counts": {"healthy": 5, "mild": 4},
         "psi": 0.8, "seed": 3, "batch": 4, "audit_extractor": "tiny", "audit_checkpoint": None, "max_rounds": 2,
+        "class_filter": "",
     }
     section.update(overrides)
     return {"synthesize": section, "audit": {"ct_cells": 2}}
@@ -413,6 +414,9 @@ def test_class_filter_exports_only_images_the_judge_puts_in_their_class(fixture_
     assert result.classes["healthy"]["rejected_class_filter"] == 0
 
     kept = file_hashes(out_dir)
+    counting, counted_dir = run_with(fixture_root, "filter_counts_only", class_filter=str(judge), class_filter_margin=1.0)
+    assert counting.classes["mild"]["rejected_class_filter"] == 0  # margin 1: never rejected ...
+    assert file_hashes(counted_dir) == file_hashes(unfiltered)  # ... so the export is the unfiltered one
     severe_only = write_judge(tmp_path / "severe.pt", torch_seed=5, always="severe")
     with pytest.raises(StageError, match="the class filter"):
         run_with(fixture_root, "filtered", class_filter=str(severe_only))

@@ -110,7 +110,7 @@ def params(world: dict, tag: str, generators: dict[str, str], **overrides: objec
                "restored_dir": str(world["restored"]),
                "generators": {c: str(world["gens"][g]) for c, g in generators.items()},
                "counts": {c: 12 for c in generators}, "psi": 1.0, "seed": 0, "batch": 16,
-               "audit_extractor": "tiny", "audit_checkpoint": None, "max_rounds": 2, **overrides}
+               "audit_extractor": "tiny", "audit_checkpoint": None, "max_rounds": 2, "class_filter": "", **overrides}
     return {"synthesize": section, "audit": {}}
 
 
