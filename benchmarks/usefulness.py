@@ -102,10 +102,7 @@ def variant_params(repo: Path, variant: str, work: Path, seeds: list[int]) -> di
         params["train_gan"]["runs"] = {name: {**run, "out_dir": str(work / "gan" / name),
                                               "metrics_path": str(work / "reports" / f"{name}.json"),
                                               "plots_path": str(work / "reports" / f"{name}_stats.json")}}
-        checkpoint = str(work / "gan" / name / "final.pt")
-        params["synthesize"]["generators"] = dict.fromkeys(CLASSES, checkpoint)
-        params["evaluate"].update(generators=dict.fromkeys(CLASSES, checkpoint), fidelity_judge="sorter",
-                                  sorter=str(repo / "models" / "classifier" / "sorter" / "best.pt"))
+        params["synthesize"]["generators"] = dict.fromkeys(CLASSES, str(work / "gan" / name / "final.pt"))
     tc.update(runs=runs, seeds=seeds, out_dir=str(work / "models" / "{name}"))
     ev = params["evaluate"]
     ev.update(classifiers={n: str(work / "models" / n / "best.pt") for n in runs}, generators={},
@@ -113,6 +110,9 @@ def variant_params(repo: Path, variant: str, work: Path, seeds: list[int]) -> di
               extractor_checkpoint=str(repo / "models" / "classifier" / "real" / "best.pt"),
               reports_dir=str(work / "reports"), metrics_path=str(work / "reports" / "metrics.json"),
               cache_dir=str(work / "cache"))
+    for name in GAN.get(variant, {}):  # the generator's FD and class fidelity per class, as evaluate reports them
+        ev.update(generators=dict.fromkeys(CLASSES, str(work / "gan" / name / "final.pt")), fidelity_judge="sorter",
+                  sorter=str(repo / "models" / "classifier" / "sorter" / "best.pt"))
     return params
 
 
