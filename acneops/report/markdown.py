@@ -106,13 +106,19 @@ def generator_table(generators: dict[str, dict[str, Any]], feature: dict[str, An
     rows = []
     for name, m in generators.items():
         rows.append([
-            f"**{name}**", ", ".join(real_labels.get(name, [])) or "–", fmt(m.get(fd), ".4g"),
+            f"**{name}**", ", ".join(real_labels.get(name, [])) or "–", _pm(m, fd, ".4g"),
             f"{fmt(m.get(f'{kd}_mean'), '.4g')} ± {fmt(m.get(f'{kd}_std'), '.2g')}",
             fmt(m.get(f"precision_{space}")), fmt(m.get(f"recall_{space}")), fmt(m.get(f"density_{space}")),
-            fmt(m.get(f"coverage_{space}")), fmt(m.get("class_fidelity")),
+            fmt(m.get(f"coverage_{space}")), _pm(m, "class_fidelity", ".3f"),
             f"{fmt(m.get('n_real'), 'd')} / {fmt(m.get('n_fake'), 'd')}",
         ])
     return md_table(header, rows)
+
+
+def _pm(m: dict[str, Any], key: str, spec: str) -> str:
+    """``m[key]`` with `` ± m[key_sd]`` (the SD over generation draws) when metrics.json has it."""
+    sd = m.get(f"{key}_sd")
+    return fmt(m.get(key), spec) + (f" ± {fmt(sd, '.2g')}" if sd is not None else "")
 
 
 def fidelity_table(fidelity: dict[str, dict[str, float]]) -> str:
@@ -153,7 +159,9 @@ def _what_was_run(details: dict[str, Any]) -> list[str]:
              f"- git commit: `{prov.get('git_commit', 'unknown')}`",
              f"- raw data (`data.dvc` md5): `{prov.get('data_dvc_md5', 'unknown')}`",
              f"- feature space: `{feature.get('name')}` ({feature.get('identity')})",
-             f"- generated images per generator: {cfg.get('n_fake')} (seeds from {cfg.get('seed')}), "
+             f"- generated images per generator: {cfg.get('generation_draws', 1)} draw(s) of {cfg.get('n_fake')} "
+             f"from disjoint seed ranges starting at {cfg.get('seed')} (generator figures: mean over the draws "
+             "± their SD), "
              f"truncation psi {cfg.get('psi')} (stylegan2 only)",
              "- every real-image number below is on the frozen real **test** split, read only by this stage", "",
              "Checkpoints:", ""]

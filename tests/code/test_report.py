@@ -46,6 +46,9 @@ def test_generator_fidelity_and_anonymity_tables():
     assert "| generator | real classes | fd_domain | kd_domain (mean ± std) |" in table
     assert "| **mild** | mild | 12.35 | 0.0123 ± 0.001 | 0.700 | 0.400 | 0.900 | 0.500 | 0.800 | 100 / 300 |" in table
     assert "FID" not in table
+    drawn = {"mild": {**gens["mild"], "fd_domain_sd": 0.42, "class_fidelity_sd": 0.05}}
+    assert "| **mild** | mild | 12.35 ± 0.42 |" in report.generator_table(drawn, FEATURE, {"mild": ["mild"]})
+    assert "| 0.800 ± 0.05 | 100 / 300 |" in report.generator_table(drawn, FEATURE, {"mild": ["mild"]})
     fid = report.fidelity_table({"mild": {"mild": 0.8, "severe": 0.2}, "all": {"mild": 0.5, "severe": 0.5}})
     assert "| **mild** | **0.800** | 0.200 |" in fid and "| **all** | 0.500 | 0.500 |" in fid
     anon = report.anonymity_table({"mild": {"n_synthetic": 50, "flagged": 2, "flagged_rate": 0.04,
