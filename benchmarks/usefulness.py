@@ -26,7 +26,9 @@ Variants:
 - ``psi07``: synthetic and augmented on a set exported with truncation psi 0.7;
 - ``conditional``: one class-conditional StyleGAN2 (``train_gan`` run with ``conditional: true``) fine-tuned from
   G_all on every class for 20 kimg (the four per-class fine-tunes' 4 x 5), its export, synthetic and augmented, and
-  its class fidelity and FD per class: the alternative to the hierarchy on the same budget.
+  its class fidelity and FD per class: the alternative to the hierarchy on the same budget;
+- ``sorted``: the published per-severity training sets (G_all's sorted samples) for the three severity fine-tunes
+  instead of the real class images, the export (class filter as params.yaml has it), classifiers and generators.
 """
 
 from __future__ import annotations
@@ -64,24 +66,29 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {  # variant -> scenario -> tra
     "psi07": {"synthetic": {"synthetic_dir": SYNTHETIC, "upstream": SYNTHETIC},
               "augmented": {"synthetic_dir": SYNTHETIC, "upstream": SYNTHETIC}},
 }
-VARIANTS["conditional"] = VARIANTS["filtered"]
+VARIANTS["conditional"] = VARIANTS["sorted"] = VARIANTS["filtered"]
 # variants that train a generator first: the class-conditional StyleGAN2 (NVIDIA's c_dim) on every class, from G_all,
 # with the budget of the four per-class fine-tunes (4 x 5 kimg), two threads (it runs alone)
 CLASSES = ["healthy", "mild", "moderate", "severe"]
 GAN = {"conditional": {"cond": {"conditional": True, "labels": CLASSES, "resume_from": "models/gan/all/final.pt",
-                                "total_kimg": 20, "workers": 2, "upstream": "models/gan/all"}}}
+                                "total_kimg": 20, "workers": 2, "upstream": "models/gan/all"}},
+       # the published per-severity training sets: G_all's samples the sorter assigned to each severity (the `sort`
+       # stage's datasets/sorted/<severity>), 5 kimg each from G_all as the default's fine-tunes; healthy unchanged
+       "sorted": {c: {"labels": [], "image_dir": f"datasets/sorted/{c}", "upstream": f"datasets/sorted/{c}",
+                      "resume_from": "models/gan/all/final.pt", "total_kimg": 5, "workers": 1}
+                  for c in ("mild", "moderate", "severe")}}
 # variants that first export their own synthetic set (`acneops run synthesize` with these overrides into the
 # variant's folder; the marker SYNTHETIC above stands for it)
 SYNTHESIZE = {"filtered": {"class_filter": "models/classifier/sorter/best.pt"}, "psi07": {"psi": 0.7},
               "mix": {"class_filter": "models/classifier/sorter/best.pt"},
-              "conditional": {}}
+              "conditional": {}, "sorted": {}}
 PAIRS = {"default": [["augmented", "real"], ["synthetic", "real"]],
          "px32": [["augmented", "real"], ["synthetic", "real"]],
          "px48": [["augmented", "real"], ["synthetic", "real"]],
          "scarce25": [["augmented_scarce", "real_scarce"]],
          "mix": [["augmented_150", "augmented_50"]],
          "filtered": [["augmented", "synthetic"]], "psi07": [["augmented", "synthetic"]],
-         "conditional": [["augmented", "synthetic"]]}
+         "conditional": [["augmented", "synthetic"]], "sorted": [["augmented", "synthetic"]]}
 
 
 def variant_params(repo: Path, variant: str, work: Path, seeds: list[int]) -> dict[str, Any]:
@@ -98,11 +105,11 @@ def variant_params(repo: Path, variant: str, work: Path, seeds: list[int]) -> di
         params["synthesize"].update(SYNTHESIZE[variant], out_dir=synthetic,
                                     report_path=str(work / "reports" / "synthesize.json"))
     if variant in GAN:
-        (name, run), = GAN[variant].items()
         params["train_gan"]["runs"] = {name: {**run, "out_dir": str(work / "gan" / name),
                                               "metrics_path": str(work / "reports" / f"{name}.json"),
-                                              "plots_path": str(work / "reports" / f"{name}_stats.json")}}
-        params["synthesize"]["generators"] = dict.fromkeys(CLASSES, str(work / "gan" / name / "final.pt"))
+                                              "plots_path": str(work / "reports" / f"{name}_stats.json")}
+                                       for name, run in GAN[variant].items()}
+        params["synthesize"]["generators"] = generators(repo, variant, work)
     tc.update(runs=runs, seeds=seeds, out_dir=str(work / "models" / "{name}"))
     ev = params["evaluate"]
     ev.update(classifiers={n: str(work / "models" / n / "best.pt") for n in runs}, generators={},
@@ -110,10 +117,20 @@ def variant_params(repo: Path, variant: str, work: Path, seeds: list[int]) -> di
               extractor_checkpoint=str(repo / "models" / "classifier" / "real" / "best.pt"),
               reports_dir=str(work / "reports"), metrics_path=str(work / "reports" / "metrics.json"),
               cache_dir=str(work / "cache"))
-    for name in GAN.get(variant, {}):  # the generator's FD and class fidelity per class, as evaluate reports them
-        ev.update(generators=dict.fromkeys(CLASSES, str(work / "gan" / name / "final.pt")), fidelity_judge="sorter",
+    if variant in GAN:  # the generators' FD and class fidelity per class, as evaluate reports them
+        ev.update(generators=generators(repo, variant, work), fidelity_judge="sorter",
                   sorter=str(repo / "models" / "classifier" / "sorter" / "best.pt"))
     return params
+
+
+def generators(repo: Path, variant: str, work: Path) -> dict[str, str]:
+    """Class -> generator checkpoint of a variant that trains generators: its own where it trains one for the class
+    (one conditional generator serves every class), the checkout's per-class generator otherwise."""
+    runs = GAN[variant]
+    if len(runs) == 1 and next(iter(runs.values())).get("conditional"):
+        return dict.fromkeys(CLASSES, str(work / "gan" / next(iter(runs)) / "final.pt"))
+    return {c: str(work / "gan" / c / "final.pt") if c in runs else str(repo / "models" / "gan" / c / "final.pt")
+            for c in CLASSES}
 
 
 def run_variant(repo: Path, variant: str, work: Path, seeds: list[int], jobs: int) -> dict[str, Any]:
@@ -130,10 +147,14 @@ def run_variant(repo: Path, variant: str, work: Path, seeds: list[int], jobs: in
         return subprocess.Popen(cmd, cwd=repo, env=env, stdout=open(logs / f"{name}.log", "w"),
                                 stderr=subprocess.STDOUT)
 
-    for name in GAN.get(variant, {}):
-        subprocess.run([sys.executable, "-m", "acneops", "run", "train_gan", "--name", name, "--params", str(pfile)],
-                       cwd=repo, env=env, check=True, stdout=open(logs / f"train_gan_{name}.log", "w"),
-                       stderr=subprocess.STDOUT)
+    def start_gan(name: str) -> subprocess.Popen:
+        cmd = [sys.executable, "-m", "acneops", "run", "train_gan", "--name", name, "--params", str(pfile)]
+        return subprocess.Popen(cmd, cwd=repo, env=env, stdout=open(logs / f"train_gan_{name}.log", "w"),
+                                stderr=subprocess.STDOUT)
+
+    gans = {name: set() for name in GAN.get(variant, {})}
+    if gans and not run_graph(gans, start_gan, jobs, cost={n: r.get("workers", 1) for n, r in GAN[variant].items()}).ok:
+        sys.exit(f"{variant}: generator training failed; logs in {logs}")
     if variant in SYNTHESIZE:
         subprocess.run([sys.executable, "-m", "acneops", "run", "synthesize", "--params", str(pfile)], cwd=repo,
                        env=env, check=True, stdout=open(logs / "synthesize.log", "w"), stderr=subprocess.STDOUT)
