@@ -375,6 +375,10 @@ def test_bad_params_are_rejected(acne):
         evaluate.config_from_params({"evaluate": params["evaluate"]})
     with pytest.raises(ConfigError, match=r"evaluate\]\.bootstrap: must be >= 0 \(0 = no intervals\), got -1"):
         evaluate.config_from_params({**params, "evaluate": {**params["evaluate"], "bootstrap": -1}})
+    with pytest.raises(ConfigError, match=r"generation_draws: must be >= 1, got 0"):
+        evaluate.config_from_params({**params, "evaluate": {**params["evaluate"], "generation_draws": 0}})
+    with pytest.raises(ConfigError, match=r"comparisons: a list of \[a, b\] scenario pairs"):
+        evaluate.config_from_params({**params, "evaluate": {**params["evaluate"], "comparisons": [["real", "real"]]}})
 
 
 def test_generator_not_named_after_a_class_needs_its_labels(acne, tmp_path):
