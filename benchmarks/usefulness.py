@@ -28,7 +28,9 @@ Variants:
   G_all on every class for 20 kimg (the four per-class fine-tunes' 4 x 5), its export, synthetic and augmented, and
   its class fidelity and FD per class: the alternative to the hierarchy on the same budget;
 - ``sorted``: the published per-severity training sets (G_all's sorted samples) for the three severity fine-tunes
-  instead of the real class images, the export (class filter as params.yaml has it), classifiers and generators.
+  instead of the real class images, the export (class filter as params.yaml has it), classifiers and generators;
+- ``ada``: the four per-class fine-tunes with adaptive discriminator augmentation (``ada: true``, ``ada_kimg: 5``),
+  their export, classifiers and generators.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {  # variant -> scenario -> tra
     "psi07": {"synthetic": {"synthetic_dir": SYNTHETIC, "upstream": SYNTHETIC},
               "augmented": {"synthetic_dir": SYNTHETIC, "upstream": SYNTHETIC}},
 }
-VARIANTS["conditional"] = VARIANTS["sorted"] = VARIANTS["filtered"]
+VARIANTS["conditional"] = VARIANTS["sorted"] = VARIANTS["ada"] = VARIANTS["filtered"]
 # variants that train a generator first: the class-conditional StyleGAN2 (NVIDIA's c_dim) on every class, from G_all,
 # with the budget of the four per-class fine-tunes (4 x 5 kimg), two threads (it runs alone)
 CLASSES = ["healthy", "mild", "moderate", "severe"]
@@ -76,19 +78,24 @@ GAN = {"conditional": {"cond": {"conditional": True, "labels": CLASSES, "resume_
        # stage's datasets/sorted/<severity>), 5 kimg each from G_all as the default's fine-tunes; healthy unchanged
        "sorted": {c: {"labels": [], "image_dir": f"datasets/sorted/{c}", "upstream": f"datasets/sorted/{c}",
                       "resume_from": "models/gan/all/final.pt", "total_kimg": 5, "workers": 1}
-                  for c in ("mild", "moderate", "severe")}}
+                  for c in ("mild", "moderate", "severe")},
+       # adaptive discriminator augmentation in the four per-class fine-tunes (5 kimg on ~100 images each, where D
+       # overfits first): p moves by 1 in 5 kimg, so it can reach its level within one fine-tune
+       "ada": {c: {"labels": [c], "resume_from": "models/gan/all/final.pt", "total_kimg": 5, "workers": 1,
+                   "upstream": "models/gan/all", "ada": True, "ada_kimg": 5} for c in CLASSES}}
 # variants that first export their own synthetic set (`acneops run synthesize` with these overrides into the
 # variant's folder; the marker SYNTHETIC above stands for it)
 SYNTHESIZE = {"filtered": {"class_filter": "models/classifier/sorter/best.pt"}, "psi07": {"psi": 0.7},
               "mix": {"class_filter": "models/classifier/sorter/best.pt"},
-              "conditional": {}, "sorted": {}}
+              "conditional": {}, "sorted": {}, "ada": {}}
 PAIRS = {"default": [["augmented", "real"], ["synthetic", "real"]],
          "px32": [["augmented", "real"], ["synthetic", "real"]],
          "px48": [["augmented", "real"], ["synthetic", "real"]],
          "scarce25": [["augmented_scarce", "real_scarce"]],
          "mix": [["augmented_150", "augmented_50"]],
          "filtered": [["augmented", "synthetic"]], "psi07": [["augmented", "synthetic"]],
-         "conditional": [["augmented", "synthetic"]], "sorted": [["augmented", "synthetic"]]}
+         "conditional": [["augmented", "synthetic"]], "sorted": [["augmented", "synthetic"]],
+         "ada": [["augmented", "synthetic"]]}
 
 
 def variant_params(repo: Path, variant: str, work: Path, seeds: list[int]) -> dict[str, Any]:

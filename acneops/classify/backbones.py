@@ -235,8 +235,11 @@ def save_checkpoint(path: str | Path, model: nn.Module, model_args: dict[str, An
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The classifier checkpoint dict at ``path`` (tensors and plain Python data; nothing executable is
-    unpickled); a missing or wrong file is an AcneopsError naming it and the fix."""
-    return load_checkpoint(path, "classifier")
+    unpickled); a missing or wrong file is an AcneopsError naming it and the fix. ``path`` may be a model URI
+    (``models:/acneops-classifier-real@champion``): the registered model's checkpoint is downloaded (cached)."""
+    from acneops.tracking.model_uri import resolve_checkpoint
+
+    return load_checkpoint(resolve_checkpoint(path), "classifier")
 
 
 def load_classifier(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:

@@ -226,8 +226,9 @@ def _epoch(s: Session, epoch: int, best: dict[str, Any], mlrun: Any) -> dict[str
     return best
 
 
-def fit(cfg: Any, config: dict[str, Any], train_items: list, val_items: list) -> tuple[int, dict[str, Any], int]:
-    """Train, keep best.pt by ``cfg.select_metric`` on validation; return (best epoch, val report, epochs run)."""
+def fit(cfg: Any, config: dict[str, Any], train_items: list, val_items: list) -> tuple[int, dict[str, Any], int, str]:
+    """Train, keep best.pt by ``cfg.select_metric`` on validation; return (best epoch, val report, epochs run,
+    MLflow run id)."""
     cfg.out_path.mkdir(parents=True, exist_ok=True)
     with deterministic(cfg.seed, cfg.threads):
         s = _session(cfg, config, train_items, val_items)
@@ -239,7 +240,7 @@ def fit(cfg: Any, config: dict[str, Any], train_items: list, val_items: list) ->
             val = _final_report(cfg, s.out, s.val_dl, s.device, best["epoch"], mlrun)
     if not cfg.keep_last:
         (s.out / "last.pt").unlink(missing_ok=True)
-    return best["epoch"], val, max(0, cfg.epochs + 1 - start)
+    return best["epoch"], val, max(0, cfg.epochs + 1 - start), mlrun.run_id
 
 
 def _final_report(cfg: Any, out: Path, val_dl: DataLoader, device: torch.device, best_epoch: int, mlrun: Any) -> dict[str, Any]:

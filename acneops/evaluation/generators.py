@@ -137,6 +137,13 @@ def fidelity_over_draws(name: str, fidelities: list[dict[str, Any] | None]) -> d
 def generator_quality(name: str, checkpoint: Path, cfg: Any, extractor: Any,
                       judge: tuple[Any, dict, str] | None) -> dict[str, Any]:
     """Distribution metrics and class fidelity of ``n_fake`` images of one generator; its GAN curve."""
+    return {**quality_figures(name, checkpoint, cfg, extractor, judge), "curve": gan_curve(name, checkpoint, cfg)}
+
+
+def quality_figures(name: str, checkpoint: Path, cfg: Any, extractor: Any,
+                    judge: tuple[Any, dict, str] | None) -> dict[str, Any]:
+    """Distribution metrics and class fidelity of ``generation_draws`` x ``n_fake`` images of one generator against
+    the real train images of its classes, in ``extractor``'s space (`register` measures a champion with this too)."""
     from acneops.classify.data import real_items
     from acneops.features.cache import cached_stats
     from acneops.gan.sampling import generate, load_generator
@@ -178,7 +185,6 @@ def generator_quality(name: str, checkpoint: Path, cfg: Any, extractor: Any,
         "real_labels": labels,
         "distribution": over_draws(draws, extractor.metric_prefix),
         "fidelity": fidelity_over_draws(name, fidelities),
-        "curve": gan_curve(name, checkpoint, cfg),
     }
 
 

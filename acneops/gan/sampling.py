@@ -120,10 +120,12 @@ def _cached(path: str, mtime_ns: int, device: str) -> tuple["torch.nn.Module", s
 
 
 def load_generator(path: str | Path, device: str = "cpu") -> tuple["torch.nn.Module", str]:
-    """(G_ema in eval mode, family) of a checkpoint; cached per (file, modification time, device)."""
+    """(G_ema in eval mode, family) of a checkpoint (a path, or a model URI such as
+    ``models:/acneops-generator-mild@champion``); cached per (file, modification time, device)."""
     from acneops.gan import checkpoint
+    from acneops.tracking.model_uri import resolve_checkpoint
 
-    path = Path(path).resolve()
+    path = resolve_checkpoint(path).resolve()
     if not path.is_file():
         checkpoint.load(path)  # raises the standard 'checkpoint not found' error
     return _cached(str(path), path.stat().st_mtime_ns, device)

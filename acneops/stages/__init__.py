@@ -53,6 +53,11 @@ def _evaluate() -> ModuleType:
     return evaluate
 
 
+def _register() -> ModuleType:
+    from acneops.stages import register
+    return register
+
+
 # dvc.yaml stage name -> loader of its module (tests/code/test_dvc_truth.py keeps this and dvc.yaml in step)
 STAGES: dict[str, Callable[[], ModuleType]] = {
     "ingest": _ingest,
@@ -62,6 +67,7 @@ STAGES: dict[str, Callable[[], ModuleType]] = {
     "sort": _sort,
     "synthesize": _synthesize,
     "evaluate": _evaluate,
+    "register": _register,
 }
 
 

@@ -27,7 +27,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from acneops.classify.config import SECTION, SEEDS_DIR, TrainClassifierConfig, collect_items
+from acneops.classify.config import (
+    SECTION,
+    SEEDS_DIR,
+    TrainClassifierConfig,
+    collect_items,
+)
 from acneops.core.config import (
     ConfigError,
     build,
@@ -100,7 +105,9 @@ def run(cfg: TrainClassifierConfig) -> TrainClassifierResult:
     per_seed, epochs_run = {}, 0
     for rep in replicates:
         train_items, val_items = collect_items(rep)
-        best_epoch, val, ran = cls_train.fit(rep, to_dict(rep), train_items, val_items)
+        best_epoch, val, ran, run_id = cls_train.fit(rep, to_dict(rep), train_items, val_items)
+        if rep is replicates[0]:  # the shipped model, as an MLflow pyfunc model of its run (`register` finds it)
+            _log_model(rep, run_id)
         epochs_run += ran
         per_seed[rep.seed] = {"best_epoch": best_epoch, "accuracy": val["accuracy"], "macro_f1": val["macro"]["f1"],
                               "dir": str(rep.out_path), "val": val, "counts": _counts(train_items, val_items)}
@@ -112,6 +119,14 @@ def run(cfg: TrainClassifierConfig) -> TrainClassifierResult:
 
 
 SUMMARY_FILE = "summary.json"  # <out_dir>/seeds/summary.json
+
+
+def _log_model(cfg: TrainClassifierConfig, run_id: str) -> None:
+    from acneops.registry import classifier_model
+    from acneops.registry.models import ensure_logged
+
+    ensure_logged(run_id, cfg.out_path / "best.pt", classifier_model.spec, "classifier", cfg.name,
+                  tags={"backbone": cfg.arch, "scenario": cfg.name})
 
 
 def _counts(train_items: list, val_items: list) -> dict[str, int]:

@@ -71,5 +71,11 @@ def config_from_params(params: dict[str, Any], name: str | None) -> TrainGanConf
 def run(cfg: TrainGanConfig) -> TrainGanResult:
     """Train (or resume, or confirm finished) the generator of run ``cfg.name``."""
     from acneops.gan.train import train
+    from acneops.registry import generator_model
+    from acneops.registry.models import ensure_logged
 
-    return train(cfg)
+    result = train(cfg)
+    if result.run_id:  # rank 0: the generator as an MLflow pyfunc model of its run (`register` finds it by sha256)
+        ensure_logged(result.run_id, result.checkpoint, generator_model.spec, "generator", cfg.name,
+                      tags={"family": cfg.family})
+    return result

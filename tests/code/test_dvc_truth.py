@@ -113,6 +113,8 @@ def test_a_removed_or_stale_dep_is_named(closures):
         "package covers it too)",
         "dvc.yaml stage 'evaluate': add dep acneops/tracking/lineage.py (the stage runs it; a folder dep of its "
         "package covers it too)",
+        "dvc.yaml stage 'evaluate': add dep acneops/tracking/model_uri.py (the stage runs it; a folder dep of its "
+        "package covers it too)",
         "dvc.yaml stage 'ingest': dep acneops/gan is code the stage never runs; remove it",
     ]
 
