@@ -28,6 +28,7 @@ PIPELINE: list[list[tuple[str, str | None]]] = [
     [("synthesize", None)],
     [("train_classifier", "synthetic"), ("train_classifier", "augmented")],
     [("evaluate", None)],
+    [("register", None)],
 ]
 
 
