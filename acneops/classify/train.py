@@ -14,8 +14,9 @@ import contextlib
 import dataclasses
 import json
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -123,7 +124,7 @@ def _resume_state(out: Path, config: dict[str, Any]) -> dict[str, Any] | None:
     if not last.is_file():
         return None
     ckpt = read_checkpoint(last)
-    strip = lambda c: {k: v for k, v in (c or {}).items() if k not in RESUME_FREE_KEYS}  # noqa: E731
+    strip = lambda c: {k: v for k, v in (c or {}).items() if k not in RESUME_FREE_KEYS}
     if strip(ckpt.get("config")) != strip(config):
         print(f"{last}: written by a different config; starting afresh")
         return None
@@ -235,12 +236,24 @@ def fit(cfg: Any, config: dict[str, Any], train_items: list, val_items: list) ->
         start, best, run_id = _begin(s)
         with tracking.start_run("train_classifier", cfg.name, config, run_id=run_id,
                                 tags=_lineage_tags(cfg, train_items)) as mlrun:
+            _log_datasets(cfg, mlrun)
             for epoch in range(start, cfg.epochs + 1):
                 best = _epoch(s, epoch, best, mlrun)
             val = _final_report(cfg, s.out, s.val_dl, s.device, best["epoch"], mlrun)
     if not cfg.keep_last:
         (s.out / "last.pt").unlink(missing_ok=True)
     return best["epoch"], val, max(0, cfg.epochs + 1 - start), mlrun.run_id
+
+
+def _log_datasets(cfg: Any, mlrun: Any) -> None:
+    """The manifests of the data this run trains and selects on, as the run's MLflow dataset inputs."""
+    restored = Path(cfg.restored_dir)
+    if cfg.real_train:
+        mlrun.log_dataset(restored / "train", "real-train", "training")
+    if cfg.synthetic_dir:
+        mlrun.log_dataset(Path(cfg.synthetic_dir), f"synthetic:{Path(cfg.synthetic_dir).name}", "training")
+    if cfg.val_source == "real_val":
+        mlrun.log_dataset(restored / "val", "real-val", "validation")
 
 
 def _final_report(cfg: Any, out: Path, val_dl: DataLoader, device: torch.device, best_epoch: int, mlrun: Any) -> dict[str, Any]:

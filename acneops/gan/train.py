@@ -27,7 +27,12 @@ from acneops.core.io import (
 from acneops.gan import checkpoint as ckpt_io
 from acneops.gan import dist as gan_dist
 from acneops.gan.bank import ImageBank, labelled_files, training_files
-from acneops.gan.config import ADDED_KEYS, RESUMABLE_CHANGES, TrainGanConfig, TrainGanResult
+from acneops.gan.config import (
+    ADDED_KEYS,
+    RESUMABLE_CHANGES,
+    TrainGanConfig,
+    TrainGanResult,
+)
 from acneops.gan.loop import (
     TrainState,
     build_state,
@@ -292,6 +297,8 @@ def train(cfg: TrainGanConfig) -> TrainGanResult:
         bank = _setup(cfg, dist)
         state = _prepare(cfg, dist, resume)
         with _tracked(cfg, dist, resume) as run:
+            source = Path(cfg.image_dir) if cfg.image_dir else Path(cfg.restored_dir) / "train"
+            run.log_dataset(source, "real-train" if not cfg.image_dir else f"images:{source.name}", "training")
             sha = _loop(state, cfg, bank, run, dist)
             final = _finish(cfg, run, sha, state, len(bank)) if dist.is_main else cfg.out_dir / FINAL
         gan_dist.barrier(dist)

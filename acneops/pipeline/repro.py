@@ -87,6 +87,9 @@ def reproduce(dvc_args: list[str], params: Path, jobs: int) -> int:
                 if outcome is not None:
                     run.log_metrics(_stage_metrics(outcome), step=0)
         run.set_tags({"acneops.exit_status": code})
+        headline = headline_metrics(Path.cwd() / "reports" / "metrics.json") if not code else {}
+        if headline:  # the reproduction's figures on the parent run: two reproductions side by side in the UI
+            run.log_metrics(headline, step=0)
         if failure:
             run.fail(failure)
     return code
@@ -185,3 +188,37 @@ def _verdict(outcome: Outcome) -> tuple[int, str | None]:
     reason = failed + (f"; not run: {', '.join(outcome.not_run)}" if outcome.not_run else "")
     print(f"error: {reason}", file=sys.stderr, flush=True)
     return 1, reason
+
+
+def headline_metrics(path: Path) -> dict[str, float]:
+    """The figures a reproduction is compared by, under names stable across runs: per classifier scenario accuracy
+    and macro-F1 with their 95% interval (``<scenario>.accuracy``, ``<scenario>.accuracy_ci95_low``, ...), each
+    paired comparison's difference and interval (``augmented_minus_real.macro_f1`` ...), per generator FD and class
+    fidelity (``gen.<class>.fd``, ``gen.<class>.class_fidelity``) and per class flagged exports
+    (``anon.<class>.flagged``). Empty when evaluate has not written ``path``."""
+    import json
+
+    if not path.is_file():
+        return {}
+    m = json.loads(path.read_text())
+    out: dict[str, float] = {}
+    for scenario, c in (m.get("classifiers") or {}).items():
+        for stat in ("accuracy", "macro_f1"):
+            for suffix in ("", "_ci95_low", "_ci95_high", "_sd"):
+                if isinstance(c.get(stat + suffix), (int, float)):
+                    out[f"{scenario}.{stat}{suffix}"] = float(c[stat + suffix])
+    for pair, stats in (m.get("comparisons") or {}).items():
+        for stat, v in stats.items():
+            for key, name in (("difference", ""), ("ci95_low", "_ci95_low"), ("ci95_high", "_ci95_high")):
+                if isinstance(v.get(key), (int, float)):
+                    out[f"{pair}.{stat}{name}"] = float(v[key])
+    for gen, g in (m.get("generators") or {}).items():
+        fd = next((k for k in g if k.startswith(("fd_", "fid")) and not k.endswith("_sd")), None)
+        if fd:
+            out[f"gen.{gen}.fd"] = float(g[fd])
+        if isinstance(g.get("class_fidelity"), (int, float)):
+            out[f"gen.{gen}.class_fidelity"] = float(g["class_fidelity"])
+    for cls, a in (m.get("anonymity") or {}).items():
+        if isinstance(a.get("flagged"), (int, float)):
+            out[f"anon.{cls}.flagged"] = float(a["flagged"])
+    return out

@@ -32,8 +32,9 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from acneops.core.config import flatten
 
@@ -131,6 +132,26 @@ class Run:
 
         self._client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
+    def log_dataset(self, folder: str | Path, name: str, context: str) -> None:
+        """Record the image folder a run read as an MLflow input (the run page's Datasets): its ``manifest.csv`` (one
+        row per image with its hash), or for a folder without one each ``*.png`` with its sha256, so the digest
+        changes with any image; ``context`` is training, validation, evaluation, ..."""
+        import mlflow.data
+        import pandas as pd
+        from mlflow.entities import DatasetInput, InputTag
+
+        from acneops.core.io import sha256_file
+
+        folder = Path(folder)
+        if (folder / "manifest.csv").is_file():
+            frame = pd.read_csv(folder / "manifest.csv", dtype=str, keep_default_na=False)
+        else:
+            files = sorted(folder.glob("*.png"))
+            frame = pd.DataFrame({"file": [f.name for f in files], "sha256": [sha256_file(f) for f in files]})
+        dataset = mlflow.data.from_pandas(frame, source=str(folder.resolve()), name=name)
+        self._client.log_inputs(self.run_id, datasets=[DatasetInput(
+            dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])])
+
 
 class NullRun(Run):
     """Stands in for a run where nothing must be logged (ranks > 0 of a distributed training)."""
@@ -153,6 +174,9 @@ class NullRun(Run):
     def fail(self, reason: str) -> None:
         self.failure = reason
 
+    def log_dataset(self, folder: str | Path, name: str, context: str) -> None:
+        pass
+
 
 @contextlib.contextmanager
 def _store_lock(uri: str) -> Iterator[None]:
@@ -170,17 +194,44 @@ def _store_lock(uri: str) -> Iterator[None]:
         yield
 
 
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # MLflow 3's UI opens a model-training experiment on its runs table
+EXPERIMENT_KIND = "custom_model_development"  # (an untagged one opens on the GenAI traces overview)
+
+
 def _experiment_id(client: Any, uri: str, experiment: str) -> str:
     found = client.get_experiment_by_name(experiment)
-    if found is not None:
-        return found.experiment_id
+    if found is None:
+        try:
+            created = client.create_experiment(experiment, artifact_location=_artifact_location(uri),
+                                               tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+            return created
+        except Exception:  # another process created it between the two calls
+            found = client.get_experiment_by_name(experiment)
+            if found is None:
+                raise
+    if found.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:  # an experiment made before acneops set the kind
+        client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return found.experiment_id
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail within ``timeout`` seconds, naming ``uri``, when an http(s) tracking server does not answer (MLflow's own
+    client would retry with back-off for minutes). Other stores (sqlite, files) need no check."""
+    import urllib.error
+    import urllib.request
+
+    from acneops.core.errors import AcneopsError
+
+    if not uri.startswith(("http://", "https://")):
+        return
     try:
-        return client.create_experiment(experiment, artifact_location=_artifact_location(uri))
-    except Exception:  # another process created it between the two calls
-        found = client.get_experiment_by_name(experiment)
-        if found is None:
-            raise
-        return found.experiment_id
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
+            return
+    except urllib.error.HTTPError:
+        return  # it answered (a proxy or an older server without /health): reachable
+    except (OSError, ValueError) as exc:
+        raise AcneopsError(f"MLflow tracking server {uri} is unreachable ({exc}); start it (`mlflow server ...`), "
+                           f"fix {TRACKING_URI_ENV}, or unset it to use the embedded sqlite store") from None
 
 
 def _process_alive(tags: dict[str, str]) -> bool:
@@ -292,6 +343,7 @@ def start_run(
     from mlflow import MlflowClient
 
     uri = tracking_uri()
+    check_reachable(uri)
     with _held(stage, name):
         with _store_lock(uri):  # the first use opens (on a fresh store: creates and migrates) the database
             client = MlflowClient(tracking_uri=uri)

@@ -41,7 +41,7 @@ def test_mask_overrides_build_every_stage_config(tmp_path):
     _, params = overridden_repo(tmp_path, "mask-task")
     assert params["ingest"]["classes"] == ["mask", "no_mask"]
     for stage, names in [("ingest", [None]), ("restore", [None]), ("synthesize", [None]), ("evaluate", [None]),
-                         ("train_gan", list(params["train_gan"]["runs"])),
+                         ("register", [None]), ("train_gan", list(params["train_gan"]["runs"])),
                          ("train_classifier", list(params["train_classifier"]["runs"]))]:
         for name in names:
             cfg = stage_module(stage).config_from_params(params, name)
@@ -49,13 +49,16 @@ def test_mask_overrides_build_every_stage_config(tmp_path):
                 assert cfg.family == "dcgan" and cfg.lr_g == 1e-4 and cfg.batch == 128 and cfg.betas == (0.5, 0.999)
             if stage == "train_classifier":
                 assert cfg.labels == ("mask", "no_mask") and cfg.positive == "mask"
+            if stage == "register":  # the mask task's models keep apart from the acne task's on a shared server
+                assert cfg.model_name("classifier", "real") == "acneops-mask-classifier-real"
+                assert set(cfg.generators) == {"mask", "no_mask"} and cfg.measure.fidelity_judge == "real"
 
 
 def test_mask_overrides_give_the_second_method_pipeline(tmp_path):
     repo, _ = overridden_repo(tmp_path, "mask-task")
     stages = set(stage_names(repo))
     assert stages == {"ingest", "restore", "train_gan@mask", "train_gan@no_mask", "train_classifier@real",
-                      "train_classifier@augmented", "synthesize", "evaluate"}
+                      "train_classifier@augmented", "synthesize", "evaluate", "register"}
     assert not any(re.match(r"sort", s) for s in stages)
 
 

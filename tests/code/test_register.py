@@ -254,3 +254,13 @@ def test_require_significant_needs_the_interval_above_zero():
     assert gates.passed(gates.classifier_gates(RegisterConfig(), scores))
     strict = gates.classifier_gates(RegisterConfig(require_significant=True), scores)
     assert [g for g, v in strict.items() if not v["passed"]] == ["beyond_noise"]
+
+
+def test_training_runs_record_their_datasets_with_digests(registry):
+    client = _client(registry["uri"])
+    experiment = client.get_experiment_by_name("acneops").experiment_id
+    run = client.search_runs([experiment], filter_string="tags.`acneops.stage` = 'train_classifier'")[0]
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {"real-train", "real-val"} and all(d.dataset.digest for d in inputs.values())
+    assert {t.value for d in inputs.values() for t in d.tags if t.key == "mlflow.data.context"} == {"training",
+                                                                                                    "validation"}

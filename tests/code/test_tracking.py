@@ -267,3 +267,69 @@ def test_stages_starting_at_once_on_a_fresh_sqlite_store_all_succeed(tmp_path):
     client = _client(uri)
     runs = client.search_runs([client.get_experiment_by_name("acneops").experiment_id])
     assert sorted(r.data.tags["acneops.name"] for r in runs) == ["0", "1", "2"]
+
+
+def test_the_experiment_is_a_model_training_one_so_the_ui_opens_on_its_runs(uri):
+    with tracking.start_run("ingest", None, {}):
+        pass
+    client = _client(uri)
+    experiment = client.get_experiment_by_name("acneops")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    client.delete_experiment_tag(experiment.experiment_id, "mlflow.experimentKind")  # one made by an older acneops
+    with tracking.start_run("ingest", None, {}):
+        pass
+    assert client.get_experiment_by_name("acneops").tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_a_tracking_server_that_is_down_is_a_clear_error_within_seconds(monkeypatch):
+    import socket
+    import time
+
+    from acneops.core.errors import AcneopsError
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    began = time.monotonic()
+    with pytest.raises(AcneopsError, match=rf"MLflow tracking server http://127.0.0.1:{port} is unreachable"):
+        with tracking.start_run("ingest", None, {}):
+            pass
+    assert time.monotonic() - began < 10
+
+
+def test_a_run_records_the_image_folders_it_read_as_dataset_inputs(uri, tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "manifest.csv").write_text("file,label,sha256\nx.png,mild,00\ny.png,severe,11\n")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "z.png").write_bytes(b"not really a png, hashed all the same")
+    with tracking.start_run("train_classifier", "ds", {}) as run:
+        run.log_dataset(tmp_path / "a", "real-train", "training")
+        run.log_dataset(tmp_path / "b", "images:b", "training")
+    inputs = _client(uri).get_run(run.run_id).inputs.dataset_inputs
+    assert sorted(d.dataset.name for d in inputs) == ["images:b", "real-train"]
+    digest = {d.dataset.name: d.dataset.digest for d in inputs}["real-train"]
+    (tmp_path / "a" / "manifest.csv").write_text("file,label,sha256\nx.png,mild,00\ny.png,severe,12\n")
+    with tracking.start_run("train_classifier", "ds2", {}) as run2:
+        run2.log_dataset(tmp_path / "a", "real-train", "training")
+    assert _client(uri).get_run(run2.run_id).inputs.dataset_inputs[0].dataset.digest != digest  # one image changed
+
+
+def test_a_reproduction_s_headline_figures_have_stable_names(tmp_path):
+    import json
+
+    from acneops.pipeline.repro import headline_metrics
+
+    metrics = {"classifiers": {"real": {"accuracy": 0.7, "accuracy_ci95_low": 0.6, "accuracy_ci95_high": 0.8,
+                                        "macro_f1": 0.65, "per_class": {"mild": {"f1": 0.5}}}},
+               "comparisons": {"augmented_minus_real": {"accuracy": {"difference": 0.01, "ci95_low": -0.05,
+                                                                     "ci95_high": 0.07, "distinguishable": False}}},
+               "generators": {"mild": {"fd_domain": 5.0, "fd_domain_sd": 0.4, "class_fidelity": 0.9}},
+               "anonymity": {"mild": {"flagged": 0}}}
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    assert headline_metrics(tmp_path / "metrics.json") == {
+        "real.accuracy": 0.7, "real.accuracy_ci95_low": 0.6, "real.accuracy_ci95_high": 0.8, "real.macro_f1": 0.65,
+        "augmented_minus_real.accuracy": 0.01, "augmented_minus_real.accuracy_ci95_low": -0.05,
+        "augmented_minus_real.accuracy_ci95_high": 0.07, "gen.mild.fd": 5.0, "gen.mild.class_fidelity": 0.9,
+        "anon.mild.flagged": 0.0}
+    assert headline_metrics(tmp_path / "missing.json") == {}
