@@ -94,7 +94,12 @@ def run(cfg: EvaluateConfig) -> EvaluateResult:
     """Measure classifiers, sorter, generators and anonymity; write metrics.json, evaluation.json, report.md."""
     from acneops.evaluation import generators as evaluate_gen
     from acneops.report.markdown import render_report
+    from acneops.tracking.model_uri import local_checkpoints, resolve_checkpoint
 
+    # registered models (models:/acneops-classifier-real@champion) work wherever a checkpoint path does
+    cfg = dataclasses.replace(cfg, classifiers=local_checkpoints(cfg.classifiers),
+                              generators=local_checkpoints(cfg.generators),
+                              sorter=str(resolve_checkpoint(cfg.sorter)) if cfg.sorter else "")
     check_inputs(cfg)
     reports = Path(cfg.reports_dir)
     details: dict[str, Any] = {"provenance": provenance(cfg), "role": ROLE}

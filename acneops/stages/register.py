@@ -162,9 +162,13 @@ class _Registrar:
         backbone = str(ckpt["model_args"].get("arch", "")) if kind == "classifier" else str(ckpt.get("family", ""))
         self.ensure_model(name, kind, key, backbone)
         old = self.existing(name, sha)
-        if old is not None:
+        if old is not None:  # nothing new: report the decision this version got when it was registered
             return name, {"outcome": "unchanged", "version": old.version, "alias": _alias_of(old),
-                          "checkpoint": str(ref), "sha256": sha}
+                          "checkpoint": str(ref), "sha256": sha,
+                          "passed": old.tags.get("acneops.gates_passed") == "true",
+                          "failed": [g for g in old.tags.get("acneops.failed_gates", "").split(",") if g not in ("", "none")],
+                          "gates": {k[len("acneops.gate."):]: v for k, v in old.tags.items()
+                                    if k.startswith("acneops.gate.")}}
         uri, source_run, model_id = self.logged_model(path, sha, kind, key)
         for _ in range(MEASURE_ATTEMPTS):
             champ = self.champion(name)
@@ -249,7 +253,8 @@ def run(cfg: RegisterConfig) -> RegisterResult:
             for key, ref in refs.items():
                 name, record = registrar.register(kind, key, str(ref))
                 decisions[name] = record
-        report = {"tracking_uri": uri, "models": decisions}
+        # a server's URI says where the versions live; an embedded store's absolute path says nothing in git
+        report = {"tracking_uri": uri if uri.startswith(("http://", "https://")) else "embedded", "models": decisions}
         write_json(cfg.report_path, report)
         mlrun.log_artifact(cfg.report_path)
         mlrun.log_metrics({"registered": sum(d["outcome"] == "registered" for d in decisions.values()),

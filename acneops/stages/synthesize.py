@@ -109,8 +109,12 @@ def run(cfg: SynthesizeConfig) -> SynthesizeResult:
     """Generate, audit against all real train images, drop copies, top up, write dataset + reports."""
     from acneops.audit import write_audit_report
     from acneops.core.io import sha256_file, write_json
+    from acneops.tracking.model_uri import local_checkpoints, resolve_checkpoint
 
     start = time.perf_counter()
+    # registered models (models:/acneops-generator-mild@champion) work wherever a checkpoint path does
+    cfg = dataclasses.replace(cfg, generators=local_checkpoints(cfg.generators),
+                              class_filter=str(resolve_checkpoint(cfg.class_filter)) if cfg.class_filter else "")
     infos = check_generators(cfg)
     extractor = make_extractor(cfg)
     real = load_real_train(cfg.restored_dir)

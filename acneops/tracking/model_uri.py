@@ -25,7 +25,8 @@ CHECKPOINT_ARTIFACT = "checkpoint"
 
 
 def is_model_uri(ref: object) -> bool:
-    return isinstance(ref, str) and ref.startswith(PREFIXES)
+    """True for ``models:/...`` and ``runs:/...`` (also when a config turned the string into a Path)."""
+    return isinstance(ref, (str, Path)) and str(ref).startswith(PREFIXES)
 
 
 def cache_root() -> Path:
@@ -90,3 +91,8 @@ def resolve_checkpoint(ref: str | Path) -> Path:
         raise AcneopsError(f"{uri}: cannot load this model from the MLflow tracking server "
                            f"{tracking_uri()}: {exc.message}") from None
     return _checkpoint_in(folder, uri)
+
+
+def local_checkpoints(refs: dict[str, Path | str]) -> dict[str, Path]:
+    """``refs`` (name -> checkpoint path or model URI) with every URI replaced by its downloaded checkpoint."""
+    return {name: resolve_checkpoint(ref) for name, ref in refs.items()}

@@ -63,6 +63,16 @@ def _write_params(root: Path, params: dict) -> None:
     (root / "params.yaml").write_text(yaml.safe_dump(params))
 
 
+def _register_with(root: Path, env: dict[str, str], params: dict) -> dict:
+    """`acneops run register` with ``params`` (the fixture's params restored afterwards); registry.json's models."""
+    _write_params(root, params)
+    try:
+        _run(root, env, "register")
+    finally:
+        _write_params(root, _params(root))
+    return json.loads((root / "reports/registry.json").read_text())["models"]
+
+
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
     """A tracking server, a fixture repo with a trained `real` classifier, evaluate run, and a first `register`."""
@@ -159,12 +169,7 @@ def test_a_worse_classifier_is_refused_against_the_champion_re_measured_now(regi
     make_restored(extra, LABELS, test_counts={c: 5 for c in LABELS})
     params = _params(root, classifiers={"real": str(root / "models/augmented.pt")})
     params["evaluate"]["restored_dir"] = str(extra)
-    _write_params(root, params)
-    try:
-        _run(root, env, "register")
-    finally:
-        _write_params(root, _params(root))
-    d = json.loads((root / "reports/registry.json").read_text())["models"]["acneops-classifier-real"]
+    d = _register_with(root, env, params)["acneops-classifier-real"]
     assert d["outcome"] == "registered" and d["alias"] == "challenger"
     assert "beats_champion" in d["failed"]
     champion = d["card"]["figures"]["champion"]
@@ -176,13 +181,8 @@ def test_a_worse_classifier_is_refused_against_the_champion_re_measured_now(regi
 def test_an_unaudited_generator_is_refused(registry, tmp_path):
     root, env = registry["root"], registry["env"]
     other = make_generator(tmp_path / "final.pt", seed=9)  # evaluate's audit measured another checkpoint
-    params = _params(root, generators={"mild": str(other)}, classifiers={})
-    _write_params(root, params)
-    try:
-        _run(root, env, "register")
-    finally:
-        _write_params(root, _params(root))
-    d = json.loads((root / "reports/registry.json").read_text())["models"]["acneops-generator-mild"]
+    d = _register_with(root, env, _params(root, generators={"mild": str(other)}, classifiers={}))[
+        "acneops-generator-mild"]
     assert d["alias"] == "challenger" and "audited" in d["failed"]
     assert "fd" in d["gates"] and d["gates"]["fd"]["champion"] is not None  # measured against the champion too
 
@@ -264,3 +264,72 @@ def test_training_runs_record_their_datasets_with_digests(registry):
     assert set(inputs) == {"real-train", "real-val"} and all(d.dataset.digest for d in inputs.values())
     assert {t.value for d in inputs.values() for t in d.tags if t.key == "mlflow.data.context"} == {"training",
                                                                                                     "validation"}
+
+
+def test_the_mlflow_ui_shows_the_registered_models_and_two_reproductions_side_by_side(registry, tmp_path,
+                                                                                       monkeypatch):
+    """The screenshot script against the server: both pages render what a user should see (their text, which the
+    screenshot shows, is checked; the PNGs are full-size and not blank)."""
+    if not any(shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")):
+        if os.environ.get("ACNEOPS_REQUIRE_CHROMIUM"):
+            pytest.fail("ACNEOPS_REQUIRE_CHROMIUM is set but no chromium is installed")
+        pytest.skip("headless Chromium not installed (apt-get install chromium); .ci/run installs it")
+    from acneops import tracking
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registry["uri"])
+    for accuracy in (0.71, 0.65):  # two reproductions' parent runs with their headline figures
+        with tracking.start_run("repro", None, {"jobs": 2}) as run:
+            run.log_metrics({"real.accuracy": accuracy, "synthetic.accuracy": accuracy - 0.2}, step=0)
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[2] / "flows" / "mlflow_screenshots.py"),
+                           "--tracking-uri", registry["uri"], "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = {line.split(": ", 1)[0]: line.split(": ", 1)[1] for line in done.stdout.splitlines() if ": " in line}
+    models, compare = text[str(tmp_path / "mlflow_models.png")], text[str(tmp_path / "mlflow_compare.png")]
+    assert "acneops-generator-mild" in models and "acneops-classifier-real" in models
+    assert "real.accuracy" in compare and "0.71" in compare and "0.65" in compare
+    for name in ("mlflow_models.png", "mlflow_compare.png"):
+        pixels = np.asarray(Image.open(tmp_path / name).convert("L"), dtype=float)
+        assert pixels.shape == (1000, 1600) and pixels.std() > 10  # a rendered page, not a blank one
+
+
+def test_evaluate_takes_registered_models_by_uri_in_params(registry, tmp_path):
+    """params name `models:/<name>@champion` where a checkpoint path was: the same checkpoints are measured."""
+    root, env = registry["root"], registry["env"]
+    params = _params(root)
+    params["evaluate"].update(
+        classifiers={"real": "models:/acneops-classifier-real@champion"},
+        generators={"mild": "models:/acneops-generator-mild@champion"},
+        reports_dir=str(tmp_path / "reports"), metrics_path=str(tmp_path / "reports" / "metrics.json"))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    done = subprocess.run([sys.executable, "-m", "acneops", "run", "evaluate", "--params", str(tmp_path / "params.yaml")],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    details = json.loads((tmp_path / "reports" / "evaluation.json").read_text())
+    assert details["classifiers"]["real"]["sha256"] == sha256_file(root / "models/classifier/real/best.pt")
+    assert details["generators"]["mild"]["sha256"] == sha256_file(root / "models/gan/mild/final.pt")
+
+
+def test_two_registers_at_once_never_leave_the_champion_on_a_version_that_failed(registry, tmp_path):
+    import torch
+
+    root, env = registry["root"], registry["env"]
+    good = tmp_path / "good.pt"  # the champion's weights in a new file: a new version that ties the champion
+    ckpt = torch.load(root / "models/classifier/real/best.pt", weights_only=True)
+    torch.save({**ckpt, "epoch": 99}, good)
+    procs = []
+    for name, candidate in (("a", good), ("b", root / "models/augmented.pt")):
+        params = _params(root, generators={}, classifiers={"real": str(candidate)}, min_macro_f1_gain=-1.0,
+                         report_path=str(tmp_path / f"registry_{name}.json"))
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(params))
+        procs.append(subprocess.Popen([sys.executable, "-m", "acneops", "run", "register", "--params",
+                                       str(tmp_path / f"{name}.yaml")], cwd=root, env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
+    client = _client(registry["uri"])
+    champion = client.get_model_version_by_alias("acneops-classifier-real", "champion")
+    assert champion.tags["acneops.gates_passed"] == "true"
+    b = json.loads((tmp_path / "registry_b.json").read_text())["models"]["acneops-classifier-real"]
+    assert b["alias"] == "challenger" and champion.version != b["version"]
