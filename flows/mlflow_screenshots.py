@@ -26,7 +26,6 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-WINDOW = "1600,1000"
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 
 
@@ -87,50 +86,104 @@ def latest_reproductions(url: str, n: int = 2) -> tuple[str, list[str]]:
     return experiment, [r["info"]["run_id"] for r in runs.get("runs", [])]
 
 
-def shoot(url: str, png: Path, budget_ms: int = 20000) -> str:
-    """Screenshot ``url`` into ``png`` with headless Chromium after ``budget_ms`` of page time; return its text."""
-    base = [chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-            f"--window-size={WINDOW}", f"--virtual-time-budget={budget_ms}", "--user-data-dir=" + str(png.parent / ".chromium")]
+# run in the page once it has rendered: close MLflow 3's first-visit promotion dialog and its assistant side panel
+# (a user closes them with one click) and switch the sidebar to its model-training view
+TIDY_JS = """
+for (const el of document.querySelectorAll('.ant-modal-close, [role=dialog] button[aria-label=Close]')) el.click();
+const leaves = [...document.querySelectorAll('body *')].filter(e => e.childElementCount === 0);
+const title = leaves.find(e => e.textContent.trim() === 'MLflow Assistant');
+for (let box = title, i = 0; box && i < 8; box = box.parentElement, i++) {
+  const buttons = box.querySelectorAll('button');
+  if (buttons.length >= 2) { buttons[buttons.length - 1].click(); break; }
+}
+for (const el of document.querySelectorAll('button')) {  // the side panel's close button (top right)
+  const r = el.getBoundingClientRect();
+  if (r.left > window.innerWidth * 0.85 && r.top < 80 && /close/i.test(el.getAttribute('aria-label') || el.title || '')) el.click();
+}
+const training = leaves.find(e => e.textContent.trim() === 'Model training');
+if (training) training.click();
+"""
+
+
+def shoot(url: str, png: Path, settle_s: float = 12.0, width: int = 1600, height: int = 1000) -> str:
+    """Screenshot ``url`` into ``png`` with headless Chromium driven over the DevTools protocol (load, let the app
+    render for ``settle_s`` seconds, close first-visit dialogs, capture); return the page's visible text."""
+    import asyncio
+    import tempfile
+
     png.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run([*base, f"--screenshot={png}", url], check=True, capture_output=True, timeout=180)
-    dom = subprocess.run([*base, "--dump-dom", url], check=True, capture_output=True, text=True, timeout=180).stdout
-    shutil.rmtree(png.parent / ".chromium", ignore_errors=True)
-    return _text(dom)
+    port = _free_port()
+    with tempfile.TemporaryDirectory(prefix="acneops-chromium-") as profile:
+        proc = subprocess.Popen([chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                                 f"--remote-debugging-port={port}", f"--user-data-dir={profile}",
+                                 f"--window-size={width},{height}", "about:blank"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            target = _page_target(port)
+            data, text = asyncio.run(_capture(target, url, settle_s, width, height))
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+    png.write_bytes(data)
+    return text
 
 
-def _text(html: str) -> str:
-    from html.parser import HTMLParser
+def _page_target(port: int, timeout: float = 60.0) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=2) as response:
+                pages = [t for t in json.loads(response.read()) if t.get("type") == "page"]
+            if pages:
+                return pages[0]["webSocketDebuggerUrl"]
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError("headless Chromium did not open its DevTools endpoint")
+        time.sleep(0.3)
 
-    parts: list[str] = []
 
-    class Text(HTMLParser):
-        skip = 0
+async def _capture(target: str, url: str, settle_s: float, width: int, height: int) -> tuple[bytes, str]:
+    import asyncio
+    import base64
 
-        def handle_starttag(self, tag, attrs):
-            self.skip += tag in ("script", "style")
+    import websockets
 
-        def handle_endtag(self, tag):
-            self.skip -= tag in ("script", "style") and self.skip > 0
+    async with websockets.connect(target, max_size=None) as ws:
+        counter = iter(range(1, 10**6))
 
-        def handle_data(self, data):
-            if not self.skip and data.strip():
-                parts.append(data.strip())
+        async def call(method: str, **params: object) -> dict:
+            ident = next(counter)
+            await ws.send(json.dumps({"id": ident, "method": method, "params": params}))
+            while True:
+                message = json.loads(await asyncio.wait_for(ws.recv(), timeout=120))
+                if message.get("id") == ident:
+                    if "error" in message:
+                        raise RuntimeError(f"{method}: {message['error']}")
+                    return message.get("result", {})
 
-    Text().feed(html)
-    return " ".join(parts)
+        await call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
+        await call("Page.navigate", url=url)
+        await asyncio.sleep(settle_s)
+        await call("Runtime.evaluate", expression=TIDY_JS)
+        await asyncio.sleep(1.5)
+        text = await call("Runtime.evaluate", expression="document.body.innerText", returnByValue=True)
+        shot = await call("Page.captureScreenshot", format="png")
+        return base64.b64decode(shot["data"]), " ".join(str(text["result"].get("value", "")).split())
 
 
 def screenshots(url: str, out: Path) -> dict[str, str]:
     """Both pages into ``out``; returns {png path: visible text}."""
-    pages = {out / "mlflow_models.png": f"{url}/#/models"}
+    pages = {out / "mlflow_models.png": (f"{url}/#/models", 1000)}
     experiment, runs = latest_reproductions(url)
     if len(runs) >= 2:
         query = urllib.parse.urlencode({"runs": json.dumps(runs[::-1]), "experiments": json.dumps([experiment])})
-        pages[out / "mlflow_compare.png"] = f"{url}/#/compare-runs?{query}"
+        pages[out / "mlflow_compare.png"] = (f"{url}/#/compare-runs?{query}", 2200)  # tall: the metrics table too
     else:
         print(f"only {len(runs)} reproduction(s) in the store: no compare view (run `acneops repro` twice)",
               file=sys.stderr)
-    return {str(png): shoot(page, png) for png, page in pages.items()}
+    return {str(png): shoot(page, png, height=height) for png, (page, height) in pages.items()}
 
 
 def main() -> None:

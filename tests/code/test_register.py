@@ -290,7 +290,7 @@ def test_the_mlflow_ui_shows_the_registered_models_and_two_reproductions_side_by
     assert "real.accuracy" in compare and "0.71" in compare and "0.65" in compare
     for name in ("mlflow_models.png", "mlflow_compare.png"):
         pixels = np.asarray(Image.open(tmp_path / name).convert("L"), dtype=float)
-        assert pixels.shape == (1000, 1600) and pixels.std() > 10  # a rendered page, not a blank one
+        assert pixels.shape[1] == 1600 and pixels.shape[0] >= 1000 and pixels.std() > 10  # rendered, not blank
 
 
 def test_evaluate_takes_registered_models_by_uri_in_params(registry, tmp_path):
