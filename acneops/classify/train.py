@@ -212,7 +212,9 @@ def _epoch(s: Session, epoch: int, best: dict[str, Any], mlrun: Any) -> dict[str
     record = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_acc": report["accuracy"],
               "val_macro_f1": report["macro"]["f1"], "seconds": round(time.perf_counter() - t0, 3)}
     score = record["val_macro_f1" if cfg.select_metric == "macro_f1" else "val_acc"]
-    common = {"model_args": s.model_args, "epoch": epoch, "config": s.config, "metrics": record}
+    # the checkpoint holds no wall-clock time (history.jsonl does): the same params and seed give the same file
+    common = {"model_args": s.model_args, "epoch": epoch, "config": s.config,
+              "metrics": {k: v for k, v in record.items() if k != "seconds"}}
     if score > best["score"]:  # ties keep the earlier epoch
         best = {"epoch": epoch, "score": score}
         save_checkpoint(s.out / "best.pt", s.model, **common)

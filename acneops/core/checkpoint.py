@@ -53,7 +53,10 @@ def save_checkpoint(path: str | Path, kind: str, ckpt: dict[str, Any], required:
     if missing:
         raise ValueError(f"{kind} checkpoint dict lacks {missing}; it would not describe itself")
     with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
+        # through a file handle: given a path, torch.save names the archive's records after the (random) temp file,
+        # and the same checkpoint would get different bytes each time it is written
+        with open(tmp, "wb") as fh:
+            torch.save(ckpt, fh)
         digest = sha256_file(tmp)
     return digest
 

@@ -184,6 +184,20 @@ def test_same_seed_gives_identical_weights_and_another_seed_does_not(data, tmp_p
     assert not torch.equal(runs["a"]["fc.weight"], runs["c"]["fc.weight"])
 
 
+def test_the_same_params_and_seed_give_the_same_checkpoint_file(data, tmp_path):
+    """Byte for byte (DVC hashes and the registry's versions rely on it): no wall-clock time in the checkpoint."""
+    import shutil
+
+    from acneops.core.io import sha256_file
+
+    cfg = config_from_params(params_for(data, tmp_path, epochs=1, seed=0), "real")
+    train_classifier.run(cfg)
+    first = sha256_file(cfg.out_path / "best.pt")
+    shutil.rmtree(cfg.out_path)
+    train_classifier.run(cfg)
+    assert sha256_file(cfg.out_path / "best.pt") == first
+
+
 def test_seeds_train_one_model_each_equal_to_training_that_seed_alone(data, tmp_path):
     """`seeds: [3, 1]`: seed 3's model at out_dir (what sort/synthesize use), seed 1's under seeds/1, each equal to
     a run of that seed alone; summary.json lists both; evaluate finds them; a dropped seed's folder is removed."""
