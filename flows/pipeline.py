@@ -13,6 +13,7 @@ shared one. No stage logic lives here: ``tests/code/test_flows.py`` keeps PIPELI
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
@@ -64,6 +65,11 @@ def pipeline(params_path: str = "params.yaml") -> list[str]:
             for group in PIPELINE:
                 futures = [stage_task.submit(stage, name, params_path, parent_id) for stage, name in group]
                 summaries += [f.result() for f in futures]
+        from acneops.pipeline.repro import headline_metrics
+
+        headline = headline_metrics(Path("reports") / "metrics.json")
+        if headline:  # the run's figures on the parent run, as `acneops repro` logs them
+            run.log_metrics(headline, step=0)
     for line in summaries:
         print(line)
     return summaries
