@@ -1,103 +1,69 @@
-"""Prefect flows over the same stage functions that dvc.yaml runs (acneops.stages.run_stage).
+"""Run acneops' Prefect flows: ``pipeline`` (dvc.yaml's stages, each in its own process through DVC), ``regenerate``
+(a fresh versioned synthetic dataset from the registry's champion generators) and ``serve`` (regenerate on a cron
+schedule; needs a Prefect server: ``prefect server start`` and ``PREFECT_API_URL``).
 
-- ``pipeline``: every stage of dvc.yaml in dependency order; the per-severity fine-tunes are submitted
-  together so a Dask task runner (``--dask``) spreads them over a cluster. Like ``acneops repro``, one
-  flow run is one parent MLflow run (stage ``pipeline``) with every stage's run nested under it.
-- ``regenerate``: the synthesize stage alone (a fresh synthetic dataset from the current generators),
-  the flow a schedule serves: ``python flows/pipeline.py serve --cron "0 3 * * 1"``.
+    python flows/pipeline.py pipeline [TARGET ...] [--dask local:2 | --dask tcp://scheduler:8786]
+    python flows/pipeline.py regenerate [--seed N] [--count mild=200 ...] [--dvc-add]
+    python flows/pipeline.py serve [--cron "0 3 * * 1"]
 
-Flows run without a Prefect server (Prefect starts a temporary local API); set PREFECT_API_URL to use a
-shared one. No stage logic lives here: ``tests/code/test_flows.py`` keeps PIPELINE and dvc.yaml in step.
+Without PREFECT_API_URL a flow starts Prefect's temporary local server for its run. The flows live in
+``acneops.flows`` (importable by Dask workers); this script only parses arguments.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
 
-# (stage, foreach item) in dvc.yaml's dependency order; items in one inner list may run in parallel.
-PIPELINE: list[list[tuple[str, str | None]]] = [
-    [("ingest", None)],
-    [("restore", None)],
-    [("train_gan", "base")],
-    [("train_gan", "all"), ("train_classifier", "sorter"), ("train_classifier", "real")],
-    [("sort", "all"), ("train_gan", "healthy"), ("train_gan", "mild"), ("train_gan", "moderate"),
-     ("train_gan", "severe")],
-    [("synthesize", None)],
-    [("train_classifier", "synthetic"), ("train_classifier", "augmented")],
-    [("evaluate", None)],
-    [("register", None)],
-]
+def _counts(items: list[str]) -> dict[str, int]:
+    counts = {}
+    for item in items:
+        cls, sep, n = item.partition("=")
+        if not sep or not n.isdigit():
+            raise SystemExit(f"--count {item!r}: expected CLASS=N, e.g. --count mild=200")
+        counts[cls] = int(n)
+    return counts
 
 
-def stage_names() -> list[str]:
-    """dvc.yaml names of the flow's stages, in order (``train_gan@all`` for foreach items)."""
-    return [f"{s}@{n}" if n else s for group in PIPELINE for s, n in group]
-
-
-@task(name="stage", task_run_name="{stage}@{name}")
-def stage_task(stage: str, name: str | None, params_path: str, parent_run_id: str | None = None) -> str:
-    """One stage through acneops.stages.run_stage; its MLflow run nests under ``parent_run_id`` (passed
-    explicitly, not inherited, because a Dask worker is another process with its own environment)."""
-    import os
-
-    from acneops.stages import run_stage
-    from acneops.tracking import PARENT_RUN_ENV
-
-    if parent_run_id:
-        os.environ[PARENT_RUN_ENV] = parent_run_id
-    result = run_stage(stage, name, params_path)
-    return result.summary() if hasattr(result, "summary") else str(result)
-
-
-@flow(name="acneops-pipeline", log_prints=True)
-def pipeline(params_path: str = "params.yaml") -> list[str]:
-    """Run every stage in order (stages of one group are submitted together) inside one parent MLflow run;
-    the parent ends FAILED when a stage fails."""
-    from acneops import tracking
-
-    summaries: list[str] = []
-    with tracking.start_run("pipeline", None, {"params_path": params_path, "stages": stage_names()}) as run:
-        with tracking.parent_run(run) as parent_id:
-            for group in PIPELINE:
-                futures = [stage_task.submit(stage, name, params_path, parent_id) for stage, name in group]
-                summaries += [f.result() for f in futures]
-        from acneops.pipeline.repro import headline_metrics
-
-        headline = headline_metrics(Path("reports") / "metrics.json")
-        if headline:  # the run's figures on the parent run, as `acneops repro` logs them
-            run.log_metrics(headline, step=0)
-    for line in summaries:
-        print(line)
-    return summaries
-
-
-@flow(name="acneops-regenerate", log_prints=True)
-def regenerate(params_path: str = "params.yaml") -> str:
-    """A fresh synthetic dataset (with its anonymity filter) from the current generators."""
-    summary = stage_task(stage="synthesize", name=None, params_path=params_path)
-    print(summary)
-    return summary
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    pipe = sub.add_parser("pipeline", help="dvc.yaml's stages as Prefect tasks, each `dvc repro --single-item`")
+    pipe.add_argument("targets", nargs="*", help="stages to reproduce with their upstream (default: every stage)")
+    pipe.add_argument("--dask", default=None, help="run the tasks on Dask: local:N (a local N-worker cluster) or "
+                      "the address of a scheduler, tcp://host:8786 (needs the extra acneops[dask])")
+    pipe.add_argument("--jobs", type=int, default=0, help="CPU cores the stages may use at once (default: all)")
+    regen = sub.add_parser("regenerate", help="a new dataset in datasets/regenerated/ from the champions")
+    regen.add_argument("--seed", type=int, default=None, help="base seed (default: fresh, recorded)")
+    regen.add_argument("--count", action="append", default=[], metavar="CLASS=N", help="images of a class "
+                       "(default: params regenerate.counts)")
+    regen.add_argument("--dvc-add", action="store_true", help="`dvc add` the new dataset folder")
+    serve = sub.add_parser("serve", help="serve the regenerate deployment on a cron schedule")
+    serve.add_argument("--cron", default=None, help="cron schedule (default: params regenerate.cron)")
+    for sp in (pipe, regen, serve):
+        sp.add_argument("--params", default="params.yaml", type=Path)
+    return p
 
 
 def main(argv: list[str] | None = None) -> Any:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["pipeline", "regenerate", "serve"])
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--cron", default="0 3 * * 1", help="schedule of `serve` (regenerate), cron syntax")
-    parser.add_argument("--dask", action="store_true", help="run the pipeline on a Dask task runner")
-    args = parser.parse_args(argv)
-    if args.command == "serve":
-        return regenerate.serve(name="acneops-regenerate", cron=args.cron, parameters={"params_path": args.params})
-    target = pipeline if args.command == "pipeline" else regenerate
-    if args.dask:
-        from prefect_dask import DaskTaskRunner  # optional: pip install prefect-dask
+    args = parser().parse_args(argv)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a checkout without `pip install -e .`
+    from acneops.flows import prefect_defaults
 
-        target = target.with_options(task_runner=DaskTaskRunner())
-    return target(params_path=args.params)
+    prefect_defaults()  # before Prefect is imported
+    if args.command == "pipeline":
+        from acneops.flows import pipeline
+
+        return pipeline.run(args.params, targets=args.targets, dask=args.dask, jobs=args.jobs)
+    from acneops.flows import regenerate
+
+    if args.command == "serve":
+        return regenerate.serve(args.params, cron=args.cron)
+    return regenerate.run(args.params, seed=args.seed, counts=_counts(args.count), dvc_add=args.dvc_add)
 
 
 if __name__ == "__main__":
