@@ -1,5 +1,5 @@
-"""Real servers on loopback for tests: an MLflow tracking server (sqlite backend, proxied artifacts in a temp dir) and
-`mlflow models serve`; each started by the test, waited for, and stopped afterwards (helpers, not tests)."""
+"""Real servers on loopback for tests: an MLflow tracking server (sqlite backend, proxied artifacts in a temp dir),
+`mlflow models serve` and `prefect server start` (sqlite in a temp PREFECT_HOME); each started by the test, waited for, and stopped afterwards (helpers, not tests)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 MLFLOW = [sys.executable, "-m", "mlflow"]
+PREFECT = [sys.executable, "-m", "prefect"]
 
 
 def free_port() -> int:
@@ -80,5 +81,25 @@ def model_server(model_uri: str, root: Path, env: dict[str, str]) -> Iterator[st
     try:
         wait_http(f"http://127.0.0.1:{port}/ping", proc, 180, log)
         yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(proc)
+
+
+@contextlib.contextmanager
+def prefect_server(root: Path) -> Iterator[str]:
+    """`prefect server start` on 127.0.0.1 with its sqlite database in a PREFECT_HOME under ``root`` (analytics off);
+    yields its API URL, ``http://127.0.0.1:<port>/api``, what a client's PREFECT_API_URL names."""
+    home = root / "prefect-home"
+    home.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = root / "prefect-server.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}  # the server's own settings only
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    cmd = [*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env, cwd=root,
+                            start_new_session=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/api/health", proc, 180, log)
+        yield f"http://127.0.0.1:{port}/api"
     finally:
         stop(proc)
