@@ -6,6 +6,8 @@ starts fast.
 
 from __future__ import annotations
 
+import errno
+import traceback
 from pathlib import Path
 from typing import Optional
 
@@ -23,11 +25,44 @@ data_app = typer.Typer(no_args_is_help=True, help="Create or import raw datasets
 app.add_typer(data_app, name="data")
 
 PARAMS_OPT = typer.Option(Path("params.yaml"), "--params", help="params.yaml to read")
+# `acneops run`'s exit status when a stage failed on something that may be gone when it is run again (EX_TEMPFAIL of
+# sysexits.h): the tracking server unreachable, an I/O or network error. The pipeline flow retries only these; bad
+# input (an AcneopsError: exit status 1) or a bug (a traceback: exit status 1) fails at once.
+TRANSIENT_EXIT = 75
+# errno values of an I/O or network failure, not of a missing or unreadable input (ENOENT, EACCES stay bad input)
+TRANSIENT_ERRNOS = frozenset({errno.EIO, errno.EAGAIN, errno.EBUSY, errno.ESTALE, errno.ETIMEDOUT, errno.ENETDOWN,
+                              errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ECONNRESET, errno.ECONNREFUSED,
+                              errno.ECONNABORTED})
 
 
-def _fail(exc: BaseException) -> None:
+def _fail(exc: BaseException | str, code: int = 1) -> None:
     typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=1)
+    raise typer.Exit(code=code)
+
+
+def transient(exc: BaseException) -> bool:
+    """True when ``exc`` is a failure a retry may not meet again: it is, or was raised while handling, a broken
+    connection, a timeout or an I/O error (MLflow's client, for one, raises its own exception while handling the
+    ConnectionRefusedError). An AcneopsError is bad input whatever it was raised from."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen and not isinstance(exc, AcneopsError):
+        if isinstance(exc, (ConnectionError, TimeoutError)) or (
+                isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _check_tracking() -> None:
+    """Exit with TRANSIENT_EXIT, naming the URI, when the tracking server does not answer: a server that is down or
+    restarting is not the stage's input (the stage would fail the same way at its first MLflow call)."""
+    from acneops import tracking
+
+    try:
+        tracking.check_reachable(tracking.tracking_uri())
+    except AcneopsError as exc:
+        _fail(exc, code=TRANSIENT_EXIT)
 
 
 @data_app.command("phantom")
@@ -95,7 +130,11 @@ def run_stage(
     name: Optional[str] = typer.Option(None, "--name", help="foreach item, e.g. train_gan --name all"),
     params: Path = PARAMS_OPT,
 ) -> None:
-    """Run one pipeline stage (this is what every dvc.yaml stage calls)."""
+    """Run one pipeline stage (this is what every dvc.yaml stage calls).
+
+    Exit status: 0 done; 1 bad input (the message says what to fix) or a bug (its traceback); 75 a transient
+    failure worth a retry (tracking server unreachable, an I/O or network error)."""
+    _check_tracking()
     try:
         from acneops.stages import run_stage as _run_stage
 
@@ -103,6 +142,11 @@ def run_stage(
         typer.echo(result.summary() if hasattr(result, "summary") else str(result))
     except AcneopsError as exc:
         _fail(exc)
+    except Exception as exc:
+        if not transient(exc):
+            raise  # a bug: its traceback, exit status 1
+        traceback.print_exc()
+        _fail(f"{exc!r}: a transient failure (exit status {TRANSIENT_EXIT}), worth a retry", code=TRANSIENT_EXIT)
 
 
 @app.command("repro")
