@@ -85,7 +85,7 @@ def reproduce(dvc_args: list[str], params: Path, jobs: int) -> int:
             else:
                 code, failure, outcome = _scheduled(targets, options, jobs, params)
                 if outcome is not None:
-                    run.log_metrics(_stage_metrics(outcome), step=0)
+                    run.log_metrics(stage_metrics(outcome), step=0)
         run.set_tags({"acneops.exit_status": code})
         headline = headline_metrics(Path.cwd() / "reports" / "metrics.json") if not code else {}
         if headline:  # the reproduction's figures on the parent run: two reproductions side by side in the UI
@@ -166,7 +166,7 @@ def timing_table(outcome: Outcome, wall_s: float, threads: dict[str, int]) -> st
     return "\n".join(lines)
 
 
-def _stage_metrics(outcome: Outcome) -> dict[str, float]:
+def stage_metrics(outcome: Outcome) -> dict[str, float]:
     """The repro run's metrics: each stage's wall and CPU seconds, ``stage_wall_s/train_gan.mild`` (MLflow metric
     names allow no '@')."""
     metrics: dict[str, float] = {}

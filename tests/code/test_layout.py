@@ -16,8 +16,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 MAX_LINES = 400
-# the layers above the domain packages (acneops.pipeline: `acneops repro`, which reads stage thread counts)
-ENTRY = ("acneops.stages", "acneops.pipeline", "acneops.cli", "acneops.__main__")
+# the layers above the domain packages (acneops.pipeline: `acneops repro`, which reads stage thread counts;
+# acneops.flows: the Prefect flows, which run stages and the pipeline)
+ENTRY = ("acneops.stages", "acneops.pipeline", "acneops.cli", "acneops.__main__", "acneops.flows")
 
 
 def _in(name: str, package: str) -> bool:
