@@ -12,12 +12,11 @@ and prints each page's visible text (what the test checks: the screenshot shows 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,27 +25,12 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
-
-
-def chromium() -> str:
-    for name in CHROMIUM_NAMES:
-        found = shutil.which(name)
-        if found:
-            return found
-    sys.exit("headless Chromium is needed for the screenshots: `apt-get install chromium` (Debian)")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
+from headless_chromium import browser, capture, free_port
 
 @contextlib.contextmanager
 def embedded_ui(repo: Path) -> Iterator[str]:
     """`mlflow server` on the repository's sqlite store, on loopback; yields its URL; stopped on exit."""
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
            "--backend-store-uri", f"sqlite:///{repo.resolve() / 'mlflow.db'}",
            "--artifacts-destination", str(repo.resolve() / "mlartifacts")]
@@ -106,71 +90,13 @@ if (training) training.click();
 
 
 def shoot(url: str, png: Path, settle_s: float = 12.0, width: int = 1600, height: int = 1000) -> str:
-    """Screenshot ``url`` into ``png`` with headless Chromium driven over the DevTools protocol (load, let the app
-    render for ``settle_s`` seconds, close first-visit dialogs, capture); return the page's visible text."""
-    import asyncio
-    import tempfile
-
+    """Screenshot ``url`` into ``png`` with headless Chromium (load, let the app render for ``settle_s`` seconds,
+    close first-visit dialogs, capture); return the page's visible text."""
     png.parent.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
-    with tempfile.TemporaryDirectory(prefix="acneops-chromium-") as profile:
-        proc = subprocess.Popen([chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                                 f"--remote-debugging-port={port}", f"--user-data-dir={profile}",
-                                 f"--window-size={width},{height}", "about:blank"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        try:
-            target = _page_target(port)
-            data, text = asyncio.run(_capture(target, url, settle_s, width, height))
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
+    with browser(width, height) as target:
+        data, text = asyncio.run(capture(target, url, settle_s, width, height, tidy_js=TIDY_JS))
     png.write_bytes(data)
     return text
-
-
-def _page_target(port: int, timeout: float = 60.0) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=2) as response:
-                pages = [t for t in json.loads(response.read()) if t.get("type") == "page"]
-            if pages:
-                return pages[0]["webSocketDebuggerUrl"]
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError("headless Chromium did not open its DevTools endpoint")
-        time.sleep(0.3)
-
-
-async def _capture(target: str, url: str, settle_s: float, width: int, height: int) -> tuple[bytes, str]:
-    import asyncio
-    import base64
-
-    import websockets
-
-    async with websockets.connect(target, max_size=None) as ws:
-        counter = iter(range(1, 10**6))
-
-        async def call(method: str, **params: object) -> dict:
-            ident = next(counter)
-            await ws.send(json.dumps({"id": ident, "method": method, "params": params}))
-            while True:
-                message = json.loads(await asyncio.wait_for(ws.recv(), timeout=120))
-                if message.get("id") == ident:
-                    if "error" in message:
-                        raise RuntimeError(f"{method}: {message['error']}")
-                    return message.get("result", {})
-
-        await call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
-        await call("Page.navigate", url=url)
-        await asyncio.sleep(settle_s)
-        await call("Runtime.evaluate", expression=TIDY_JS)
-        await asyncio.sleep(1.5)
-        text = await call("Runtime.evaluate", expression="document.body.innerText", returnByValue=True)
-        shot = await call("Page.captureScreenshot", format="png")
-        return base64.b64decode(shot["data"]), " ".join(str(text["result"].get("value", "")).split())
 
 
 def screenshots(url: str, out: Path) -> dict[str, str]:
