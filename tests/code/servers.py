@@ -94,7 +94,8 @@ def prefect_server(root: Path) -> Iterator[str]:
     port = free_port()
     log = root / "prefect-server.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}  # the server's own settings only
-    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               PREFECT_UI_API_URL=f"http://127.0.0.1:{port}/api")  # else the UI calls :4200 whatever --port says
     cmd = [*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     proc = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env, cwd=root,
                             start_new_session=True)
