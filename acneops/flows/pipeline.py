@@ -143,6 +143,13 @@ def _budget(key: str, cores: int) -> Cores:
         return _BUDGETS.setdefault(key, Cores(cores))
 
 
+def _drop_budget(key: str) -> None:
+    """Forget a flow run's budget. (A function, not inline: on Dask the flow's own function is pickled by value
+    with the globals it names, and a lock does not pickle.)"""
+    with _BUDGETS_LOCK:
+        _BUDGETS.pop(key, None)
+
+
 @task(name="stage", task_run_name="{stage}", retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S,
       retry_condition_fn=retry_transient)
 def stage_task(stage: str, root: str, threads: int, env: dict[str, str], budget: tuple[str, int] | None
@@ -270,8 +277,7 @@ def pipeline_flow(root: str, graph: dict[str, list[str]], threads: dict[str, int
         try:
             summaries, outcome, errors = _run_stages(root, graph, threads, env, budget, retries, retry_delay_s)
         finally:
-            with _BUDGETS_LOCK:
-                _BUDGETS.pop(run.run_id, None)
+            _drop_budget(run.run_id)
         if graph:
             print(timing_table(outcome, time.monotonic() - began, threads))
             run.log_metrics(stage_metrics(outcome), step=0)

@@ -300,10 +300,11 @@ def test_transient_means_a_broken_connection_a_timeout_or_an_io_error_never_bad_
     assert not transient(raised_while_handling(OSError(errno.EIO, "read"), StageError("image x.png is corrupt")))
 
 
-def test_the_retry_condition_accepts_only_a_transient_stage_error_which_pickles():
+def test_the_retry_condition_accepts_only_a_transient_stage_error_and_what_dask_sends_pickles():
+    import cloudpickle
     from prefect.states import Completed, Failed
 
-    from acneops.flows.pipeline import StageFailed, TransientStageError, retry_transient
+    from acneops.flows.pipeline import StageFailed, TransientStageError, pipeline_flow, retry_transient, stage_task
 
     transient = TransientStageError("train_gan@mild", 75, "/r/.dvc/tmp/repro/train_gan@mild.log", "tail", 2, 1.5, 1.0)
     bad = StageFailed("ingest", 1, "/r/.dvc/tmp/repro/ingest.log", "error: data/labels.csv: not found")
@@ -315,6 +316,9 @@ def test_the_retry_condition_accepts_only_a_transient_stage_error_which_pickles(
     assert type(copy) is TransientStageError and str(copy) == str(transient) and copy.seconds == 1.5
     assert "stage ingest: its command exited with status 1 (log: /r/.dvc/tmp/repro/ingest.log)" in str(bad)
     assert str(bad).endswith("error: data/labels.csv: not found")
+    # Dask pickles the flow and the task by value (with the globals their functions name): nothing unpicklable
+    for obj in (pipeline_flow.with_options(retries=0), stage_task.with_options(retries=1)):
+        assert cloudpickle.loads(cloudpickle.dumps(obj)).name == obj.name
 
 
 def test_dask_option_is_checked_and_a_missing_extra_names_the_install(monkeypatch):
