@@ -294,8 +294,10 @@ def _artifact(final: Path, card: dict[str, Any]) -> None:
 
 def run(params_path: Path, seed: int | None = None, counts: dict[str, int] | None = None,
         dvc_add: bool = False) -> str:
-    """The flow once, now (the CLI's ``regenerate``)."""
-    return regenerate(params_path=str(params_path), seed=seed, counts=counts or None, dvc_add=dvc_add or None)
+    """The flow once, now (the CLI's ``regenerate``); prints the new folder whatever Prefect's log level."""
+    folder = regenerate(params_path=str(params_path), seed=seed, counts=counts or None, dvc_add=dvc_add or None)
+    print(f"regenerated dataset: {folder}", flush=True)
+    return folder
 
 
 def serve(params_path: Path, cron: str | None = None) -> None:
