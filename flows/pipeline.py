@@ -55,15 +55,21 @@ def main(argv: list[str] | None = None) -> Any:
     from acneops.flows import prefect_defaults
 
     prefect_defaults()  # before Prefect is imported
-    if args.command == "pipeline":
-        from acneops.flows import pipeline
+    from acneops.core.errors import AcneopsError
 
-        return pipeline.run(args.params, targets=args.targets, dask=args.dask, jobs=args.jobs)
-    from acneops.flows import regenerate
+    try:
+        if args.command == "pipeline":
+            from acneops.flows import pipeline
 
-    if args.command == "serve":
-        return regenerate.serve(args.params, cron=args.cron)
-    return regenerate.run(args.params, seed=args.seed, counts=_counts(args.count), dvc_add=args.dvc_add)
+            return pipeline.run(args.params, targets=args.targets, dask=args.dask, jobs=args.jobs)
+        from acneops.flows import regenerate
+
+        if args.command == "serve":
+            return regenerate.serve(args.params, cron=args.cron)
+        return regenerate.run(args.params, seed=args.seed, counts=_counts(args.count), dvc_add=args.dvc_add)
+    except AcneopsError as exc:  # bad input or a failed stage: its message, not a traceback
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -74,9 +74,9 @@ def _table(card: dict[str, Any]) -> list[str]:
 
 
 NOTE = ("FD and class fidelity: in evaluate's feature space against the real train images of the class. 'champion' is "
-        "the same generator measured now on as many unfiltered images at evaluate's seeds (FD grows as the count "
-        "shrinks, so only equal counts compare); 'model-card FD' is the figure registered with the version, over "
-        "its own count. When the class filter is the fidelity judge, the exported set's fidelity is 1 by construction.")
+        "the same generator measured now on as many unfiltered images at evaluate's seeds, the worst of its draws (FD "
+        "grows as the count shrinks and varies with the seeds, so only equal counts compare); 'model-card FD' is the figure registered with the version, over "
+        "its own count. When the class filter is the fidelity judge, the exported set's fidelity is 1 by construction and is not checked.")
 
 
 def card_markdown(card: dict[str, Any]) -> str:

@@ -195,7 +195,8 @@ def class_images(data_dir: Path, cls: str) -> np.ndarray:
 
 
 def check_quality(measured: dict[str, dict[str, Any]], limits: QualityLimits) -> dict[str, dict[str, Any]]:
-    """Per class and figure: the exported set's value, its champion's measured now on as many unfiltered images,
+    """Per class and figure: the exported set's value, its champion's measured now on as many unfiltered images (the
+    worst of its draws),
     the limit and whether it passed (a figure the judge cannot give, e.g. fidelity of a class it does not know, is
     not checked)."""
     out: dict[str, dict[str, Any]] = {}
@@ -205,7 +206,8 @@ def check_quality(measured: dict[str, dict[str, Any]], limits: QualityLimits) ->
             limit = m["champion_fd"] * limits.max_fd_ratio
             checks["fd"] = {"value": m["fd"], "champion": m["champion_fd"], "limit": f"<= {limit:.4g}",
                             "passed": m["fd"] <= limit}
-        if m.get("class_fidelity") is not None and m.get("champion_class_fidelity") is not None:
+        if m.get("fidelity_checked", True) and m.get("class_fidelity") is not None \
+                and m.get("champion_class_fidelity") is not None:
             limit = m["champion_class_fidelity"] - limits.max_fidelity_drop
             checks["class_fidelity"] = {"value": m["class_fidelity"], "champion": m["champion_class_fidelity"],
                                         "limit": f">= {limit:.4g}", "passed": m["class_fidelity"] >= limit}

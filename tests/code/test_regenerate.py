@@ -108,6 +108,7 @@ def test_a_failed_quality_gate_leaves_the_previous_dataset_untouched(repo):
         (root / "params.yaml").write_text(yaml.safe_dump(regenerate_params(root)))
     assert done.returncode != 0
     assert "worse than its champion allows" in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr, (done.stdout + done.stderr)[-3000:]  # a refusal, not a crash
     assert {p.name: _tree_digest(p) for p in datasets_in(root)} == before
     assert not list((root / "datasets" / "regenerated").glob(".staging-*"))
     client = _client(repo["uri"])
