@@ -84,7 +84,7 @@ def train_labels(restored_dir: Path) -> list[str]:
     return sorted({s.label for s in load_split(restored_dir, "train", role=ROLE)})
 
 
-def _fidelity(images: np.ndarray, name: str, real: list[str], judge: tuple[Any, dict, str] | None,
+def class_fidelity(images: np.ndarray, name: str, real: list[str], judge: tuple[Any, dict, str] | None,
               batch: int) -> dict[str, Any] | None:
     """Share of ``images`` the judge assigns to each of its classes; ``own`` = the generator's class (or None).
 
@@ -175,7 +175,7 @@ def quality_figures(name: str, checkpoint: Path, cfg: Any, extractor: Any,
             draws.append(distribution_report(real_feats, fake_feats, extractor.metric_prefix, extractor.kernel_prefix,
                                              extractor.name, cfg.kid_subsets, cfg.kid_subset_size, cfg.nearest_k,
                                              cfg.seed))
-        fidelities.append(_fidelity(images, name, labels, judge, cfg.batch))
+        fidelities.append(class_fidelity(images, name, labels, judge, cfg.batch))
     return {
         "checkpoint": str(checkpoint),
         "sha256": sha256_file(checkpoint),

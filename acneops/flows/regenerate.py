@@ -142,6 +142,7 @@ def measure(params: dict[str, Any], data_dir: Path, champions: dict[str, dataset
     from acneops.classify.data import real_items
     from acneops.evaluation.generators import (
         ROLE,
+        class_fidelity,
         one_blas_thread,
         real_labels,
         train_labels,
@@ -149,7 +150,7 @@ def measure(params: dict[str, Any], data_dir: Path, champions: dict[str, dataset
     from acneops.evaluation.scoring import build_extractor, load_judge
     from acneops.features.cache import cached_stats
     from acneops.gan.sampling import generate, load_generator
-    from acneops.metrics.distribution import distribution_report
+    from acneops.metrics.distribution import fd_from_features
     from acneops.stages.register import config_from_params
 
     cfg = config_from_params(params).measure
@@ -164,9 +165,9 @@ def measure(params: dict[str, Any], data_dir: Path, champions: dict[str, dataset
     def figures(images: Any, real_feats: Any, cls: str, labels: list[str]) -> dict[str, Any]:
         fake = extractor.extract(images, batch_size=cfg.feature_batch, desc=None)
         with one_blas_thread():
-            dist = distribution_report(real_feats, fake, extractor.metric_prefix, extractor.kernel_prefix,
-                                       extractor.name, cfg.kid_subsets, cfg.kid_subset_size, cfg.nearest_k, cfg.seed)
-        return {"fd": float(dist[extractor.metric_prefix]), "class_fidelity": _fidelity(judge, images, cls, labels, cfg)}
+            fd = fd_from_features(real_feats, fake)
+        fidelity = class_fidelity(images, cls, labels, judge, cfg.batch)
+        return {"fd": fd, "class_fidelity": fidelity["own"] if fidelity else None}
 
     out: dict[str, Any] = {}
     for cls, ch in champions.items():
@@ -190,19 +191,6 @@ def measure(params: dict[str, Any], data_dir: Path, champions: dict[str, dataset
                     "card_n_fake": ch.figures.get("n_fake"), "fd_name": extractor.metric_prefix, "n": len(images),
                     "n_real": len(real), "feature_space": extractor.identity}
     return out
-
-
-def _fidelity(judge: Any, images: Any, cls: str, labels: list[str], cfg: Any) -> float | None:
-    """Share of ``images`` the judge assigns to ``cls``; None when the judge does not know the class's labels."""
-    from acneops.classify.backbones import predict
-
-    if judge is None:
-        return None
-    known = [str(x) for x in judge[1]["labels"]]
-    if not set(labels) <= set(known) or cls not in known:
-        return None
-    probs = predict(judge[0], judge[1], images, batch=cfg.batch, desc=None)
-    return float((probs.argmax(axis=1) == known.index(cls)).mean())
 
 
 def _dvc_add(folder: Path) -> None:
