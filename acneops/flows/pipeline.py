@@ -62,7 +62,7 @@ from acneops.core.config import load_params  # noqa: E402
 from acneops.core.errors import AcneopsError  # noqa: E402
 from acneops.pipeline import dag  # noqa: E402
 from acneops.pipeline.repro import (  # noqa: E402
-    default_jobs, dvc_env, headline_metrics, log_path, stage_metrics, timing_table)
+    default_jobs, headline_metrics, log_path, stage_command, stage_metrics, timing_table)
 from acneops.pipeline.schedule import Outcome  # noqa: E402
 from acneops.pipeline.threads import stage_threads  # noqa: E402
 
@@ -176,12 +176,11 @@ def stage_task(stage: str, root: str, threads: int, env: dict[str, str], budget:
 def dvc_repro(stage: str, root: Path, env: dict[str, str], attempt: int = 1) -> tuple[int, float, float, str]:
     """Run the stage as `acneops repro` does, its output to its log (a first attempt starts the log afresh, a retry
     appends); (exit status, wall seconds, CPU seconds of its process tree, this attempt's output)."""
-    dvc, dvc_environ = dvc_env()
-    command = [dvc, "--wait-for-lock", "repro", "--single-item", stage]
+    command, dvc_environ = stage_command(stage)
     log = log_path(stage, root)
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab" if attempt > 1 else "wb") as fh:  # the child writes through its own descriptor
-        fh.write(f"--- attempt {attempt}: dvc --wait-for-lock repro --single-item {stage}\n".encode())
+        fh.write(f"--- attempt {attempt}: {' '.join(['dvc', *command[1:]])}\n".encode())
         fh.flush()
         start = fh.tell()
         began = time.monotonic()

@@ -129,14 +129,21 @@ def log_path(stage: str, root: Path | None = None) -> Path:
     return (root or Path.cwd()) / LOG_DIR / f"{name}.log"
 
 
-def _start(stage: str, options: list[str], root: Path) -> subprocess.Popen:
+def stage_command(stage: str, options: list[str] | tuple[str, ...] = ()) -> tuple[list[str], dict[str, str]]:
+    """The command that reproduces one stage, and its environment: ``dvc --wait-for-lock repro --single-item``
+    (also each task of the Prefect pipeline flow)."""
     dvc, env = dvc_env()
+    return [dvc, "--wait-for-lock", "repro", "--single-item", *options, stage], env
+
+
+def _start(stage: str, options: list[str], root: Path) -> subprocess.Popen:
+    command, env = stage_command(stage, options)
     log = log_path(stage, root)
     log.parent.mkdir(parents=True, exist_ok=True)
     print(f"started  {stage}  (tail -f {log.relative_to(root)})", flush=True)
     with open(log, "wb") as fh:  # the child holds its own descriptor
-        return subprocess.Popen([dvc, "--wait-for-lock", "repro", "--single-item", *options, stage], cwd=root,
-                                env=env, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT)
+        return subprocess.Popen(command, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=fh,
+                                stderr=subprocess.STDOUT)
 
 
 def _report(stage: str, status: int, seconds: float, cpu_seconds: float) -> None:
