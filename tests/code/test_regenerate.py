@@ -135,3 +135,20 @@ def test_two_regenerations_at_once_give_two_complete_distinct_folders(repo):
         seeds.append(json.loads((folder / "card.json").read_text())["seed"])
     assert seeds[0] != seeds[1]  # each run draws its own fresh seed
     assert not list((root / "datasets" / "regenerated").glob(".staging-*"))
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"max_shortfall": 1.5}, "regenerate.max_shortfall must be in [0, 1)"),
+    ({"cron": "every monday"}, "regenerate.cron: five cron fields"),
+])
+def test_bad_params_give_a_clear_error_and_write_nothing(repo, section, message):
+    root, env = repo["root"], repo["env"]
+    before = {p.name: _tree_digest(p) for p in datasets_in(root)}
+    (root / "params.yaml").write_text(yaml.safe_dump(regenerate_params(root, **section)))
+    try:
+        done = regenerate(root, env)
+    finally:
+        (root / "params.yaml").write_text(yaml.safe_dump(regenerate_params(root)))
+    out = done.stdout + done.stderr
+    assert done.returncode == 1 and message in out and "Traceback" not in out, out[-3000:]
+    assert {p.name: _tree_digest(p) for p in datasets_in(root)} == before
