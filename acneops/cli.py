@@ -84,6 +84,11 @@ def data_phantom(
         _fail(exc)
 
 
+APPEND_HELP = ("add this source to the raw layout already in OUT (its files, labels.csv rows and import history are "
+               "kept; the new files go to OUT/images/<source>/); without it OUT is replaced")
+SOURCE_HELP = "name of this source in labels.csv (lower-case letters, digits, _ or -); unique within OUT"
+
+
 @data_app.command("import-acne04")
 def data_import_acne04(
     src: Path = typer.Argument(..., help="ACNE04 folder (JPEGImages/ and NNEW_*.txt)"),
@@ -94,6 +99,8 @@ def data_import_acne04(
         help="import the other lines when some list lines are malformed; the bad lines and the images they "
              "name are left out and listed in OUT/import_report.json",
     ),
+    append: bool = typer.Option(False, "--append", help=APPEND_HELP),
+    source: str = typer.Option("acne04", "--source", help=SOURCE_HELP),
     params: Path = PARAMS_OPT,
 ) -> None:
     """Import the ACNE04 layout into the canonical raw layout (metadata stripped, pixels unchanged)."""
@@ -103,7 +110,7 @@ def data_import_acne04(
         from acneops.stages.params import importers_config
 
         result = importers.import_acne04(src, out, fold=fold, config=importers_config(load_params(params)),
-                                         skip_bad_lines=skip_bad_lines)
+                                         skip_bad_lines=skip_bad_lines, append=append, source=source)
         typer.echo(result.summary())
     except AcneopsError as exc:
         _fail(exc)
@@ -113,12 +120,14 @@ def data_import_acne04(
 def data_import_folders(
     src: Path = typer.Argument(..., help="folder with one sub-folder per class"),
     out: Path = typer.Argument(..., help="output folder (raw layout)"),
+    append: bool = typer.Option(False, "--append", help=APPEND_HELP),
+    source: str = typer.Option("folders", "--source", help=SOURCE_HELP),
 ) -> None:
     """Import a folder-per-class dataset (Healthy/Mild/..., mask/no_mask); metadata stripped, pixels unchanged."""
     try:
         from acneops.data import importers
 
-        result = importers.import_folders(src, out)
+        result = importers.import_folders(src, out, append=append, source=source)
         typer.echo(result.summary())
     except AcneopsError as exc:
         _fail(exc)

@@ -21,7 +21,6 @@ from acneops.stages.params import phantom_config
 
 HEADER = ["image", "label", "lesions", "source", "split"]
 TOP_LEVEL = {"images", "labels.csv", "import_report.json"}
-SOURCES = {"phantom-hr", "phantom-web", "acne04", "folders"}
 REPO_DATA = Path(__file__).resolve().parents[2] / "data"
 
 
@@ -47,8 +46,8 @@ def raw_layout_problems(folder: Path, classes: set[str]) -> list[str]:
             problems.append(f"row {i}: label {r['label']!r} not in {sorted(classes)}")
         if r["lesions"] and not (r["lesions"].isdigit()):
             problems.append(f"row {i}: lesions {r['lesions']!r} is not a non-negative integer")
-        if r["source"] not in SOURCES:
-            problems.append(f"row {i}: source {r['source']!r} unknown")
+        if not importers.SOURCE_RE.match(r["source"]):
+            problems.append(f"row {i}: source {r['source']!r} is not a source name (lower-case letters, digits, _, -)")
         if r["split"] not in ("", "train", "val", "test"):
             problems.append(f"row {i}: split {r['split']!r} invalid")
     on_disk = {p.relative_to(folder).as_posix() for p in (folder / "images").rglob("*") if p.is_file()}
@@ -95,6 +94,23 @@ def test_import_raw_layout(tmp_path):
     assert _has_metadata(src / "JPEGImages" / "levle0_1.jpg")  # the source had some: the check can fail
 
 
+def test_appended_raw_layout(tmp_path):
+    """ACNE04 plus a web folder appended: one layout, each row with its source, the report counting all of them."""
+    src = tmp_path / "acne04"
+    (src / "JPEGImages").mkdir(parents=True)
+    Image.new("RGB", (8, 8), (180, 90, 80)).save(src / "JPEGImages" / "levle0_1.jpg")
+    (src / "NNEW_trainval_0.txt").write_text("levle0_1.jpg 0 4\n")
+    (src / "NNEW_test_0.txt").write_text("")
+    (tmp_path / "web" / "Healthy").mkdir(parents=True)
+    Image.new("RGB", (8, 8), (90, 90, 80)).save(tmp_path / "web" / "Healthy" / "a.png")
+    importers.import_acne04(src, tmp_path / "raw")
+    importers.import_folders(tmp_path / "web", tmp_path / "raw", append=True, source="web")
+    assert raw_layout_problems(tmp_path / "raw", {"healthy", "mild"}) == []
+    rows = read_csv(tmp_path / "raw" / "labels.csv")
+    assert [(r["image"], r["source"]) for r in rows] == [("images/levle0_1.jpg", "acne04"),
+                                                          ("images/web/healthy__a.png", "web")]
+
+
 def test_contract_check_catches_broken_layouts(tmp_path):
     """The checker above must fail on each kind of break, or the contract tests prove nothing."""
     cfg = phantom_config({"phantom": {"n_per_class": 2, "hr_size": 16, "lr_size": 8, "supersample": 1}})
@@ -107,6 +123,7 @@ def test_contract_check_catches_broken_layouts(tmp_path):
         "missing": good + "images/ghost.png,mild,1,phantom-hr,\n",
         "label": good.replace(",mild,", ",acne,", 1),
         "split": good.replace("phantom-hr,\n", "phantom-hr,holdout\n", 1),
+        "source": good.replace("phantom-hr,", "Phantom HR,", 1),
         "escape": good + "../labels.csv,mild,1,phantom-hr,\n",
         "not in labels.csv": "\n".join(lines[:-1]) + "\n",
     }

@@ -17,9 +17,9 @@ from acneops.data.importers.layout import (
     bad_list,
     check_src,
     preview,
-    write_import,
 )
 from acneops.data.importers.source import check_entry
+from acneops.data.importers.write import check_source_name, write_import
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 CLASS_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
@@ -150,16 +150,18 @@ def _list_images(src: Path, images_dir: Path) -> tuple[dict[str, Path], list[tup
 
 
 def import_acne04(src: str | Path, out: str | Path, fold: int = 0, config: ImportersConfig | None = None,
-                  skip_bad_lines: bool = False) -> ImportResult:
+                  skip_bad_lines: bool = False, append: bool = False, source: str = "acne04") -> ImportResult:
     """Import ACNE04: trainval rows get split ``train`` (ingest carves val from it), test rows ``test``.
 
     Images in no list are imported with an empty split when their file name gives a mapped grade
     (``levle{grade}_``), otherwise reported as not imported. Bad list lines fail the import with one
     message naming each; with ``skip_bad_lines`` they are skipped instead, listed in the report, and
     every image a bad line names is left out (a skipped line never changes an image's label or split).
-    Files are copied without metadata (acneops.data.metadata); links leaving SRC are never read.
+    Files are copied without metadata (acneops.data.metadata); links leaving SRC are never read. ``source`` names
+    the rows in labels.csv; ``append`` adds them beside the sources already in OUT (importers.write).
     """
     src, out = Path(src), Path(out)
+    check_source_name(source)
     check_src(src, out)
     grades = (config or ImportersConfig()).grade_map
     images_dir = src / "JPEGImages"
@@ -195,5 +197,5 @@ def import_acne04(src: str | Path, out: str | Path, fold: int = 0, config: Impor
     if mismatched := [n for n in lists.mismatched if n in rows]:
         notes.append(f"{len(mismatched)} image(s) whose file-name level differs from the listed grade "
                      f"(the list wins): {preview(mismatched)}")
-    return write_import(out, rows, {n: (f"JPEGImages/{n}", files[n]) for n in rows}, "acne04", unlisted=unlisted,
+    return write_import(out, rows, {n: (f"JPEGImages/{n}", files[n]) for n in rows}, source, append, unlisted=unlisted,
                         ignored=ignored, refused=refused, skipped_lines=lists.bad, left_out=left_out, notes=notes)

@@ -9,8 +9,9 @@ from typing import Any
 from acneops.core.errors import AcneopsError
 from acneops.core.paths import IMAGES_SUBDIR
 from acneops.data.importers.acne04 import CLASS_RE, IMAGE_EXTENSIONS
-from acneops.data.importers.layout import ImportResult, check_src, write_import
+from acneops.data.importers.layout import ImportResult, check_src
 from acneops.data.importers.source import check_entry, walk_files
+from acneops.data.importers.write import check_source_name, write_import
 
 SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
@@ -58,16 +59,18 @@ def _class_folders(src: Path, root: Path,
     return [(d, "") for d in dirs], loose
 
 
-def import_folders(src: str | Path, out: str | Path) -> ImportResult:
+def import_folders(src: str | Path, out: str | Path, append: bool = False, source: str = "folders") -> ImportResult:
     """Import SRC/<Class>/<images> (any depth inside a class folder) into the raw layout.
 
     Class = folder name lower-cased with spaces as underscores. Files whose extension is not an
     image extension are listed in the result, not imported; a class folder without images is an
     error. Output names are ``images/<class>__<path inside the class folder, '/' -> '__'>`` (with a
     ``<split>__`` prefix for the SRC/<split>/<Class>/ layout), so names never collide across classes.
-    Files are copied without metadata; links leaving SRC are never read (importers.source).
+    Files are copied without metadata; links leaving SRC are never read (importers.source). ``source`` names the
+    rows in labels.csv; ``append`` adds them beside the sources already in OUT (importers.write).
     """
     src, out = Path(src), Path(out)
+    check_source_name(source)
     check_src(src, out)
     root = Path(os.path.realpath(src))
     skipped: list[tuple[Path, str, str]] = []
@@ -99,9 +102,9 @@ def import_folders(src: str | Path, out: str | Path) -> ImportResult:
             name = "__".join(([split] if split else []) + [label, *rel.parts])
             if name in rows:
                 raise AcneopsError(f"{path}: output name {name} collides with {sources[name][0]}; rename one of them")
-            rows[name] = {"image": f"{IMAGES_SUBDIR}/{name}", "label": label, "lesions": "", "source": "folders",
+            rows[name] = {"image": f"{IMAGES_SUBDIR}/{name}", "label": label, "lesions": "", "source": source,
                           "split": split}
             sources[name] = (path.relative_to(src).as_posix(), real)
     refused = [(p.relative_to(src).as_posix(), reason) for p, kind, reason in skipped if kind == "refused"]
     ignored += [f"{p.relative_to(src).as_posix()} ({reason})" for p, kind, reason in skipped if kind != "refused"]
-    return write_import(out, rows, sources, "folders", ignored=ignored, refused=refused)
+    return write_import(out, rows, sources, source, append, ignored=ignored, refused=refused)

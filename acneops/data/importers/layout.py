@@ -1,22 +1,23 @@
 """The raw layout an import writes (OUT/images/*, OUT/labels.csv, OUT/import_report.json), the result of
-an import and its report. Shared by the ACNE04 and folder importers and by ``acneops.data.phantom``."""
+an import and its entry in the report. Shared by the ACNE04 and folder importers and by ``acneops.data.phantom``;
+:mod:`.write` writes an import into OUT (a new layout, or a source appended to one)."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any, Iterator
 
 from acneops.core.errors import AcneopsError
-from acneops.core.io import atomic_dir, write_csv, write_json
+from acneops.core.io import atomic_dir, write_csv
 from acneops.core.paths import IMAGES_SUBDIR, LABELS_FILE
-from acneops.data.importers.source import read_regular_file
-from acneops.data.metadata import UnsupportedImage, strip_metadata
 
 RAW_COLUMNS = ["image", "label", "lesions", "source", "split"]  # labels.csv header, in this order
 REPORT_FILE = "import_report.json"  # what an import left out and what it removed, next to labels.csv
 MAX_LISTED = 30  # bad lines / files shown in one error message
+SOURCE_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")  # a source name (labels.csv `source`, the folder images/<source>/)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,7 +25,7 @@ class ImportResult:
     """What an import wrote and what it left out (never silently); also written to OUT/import_report.json."""
 
     out_dir: Path
-    source: str  # acne04 | folders
+    source: str  # the source's name in labels.csv (default acne04 | folders; --source NAME)
     counts: dict[str, int]  # images per class
     splits: dict[str, int]  # images per fixed split ('' = left to ingest)
     unlisted: tuple[str, ...] = ()  # ACNE04 images in no list: imported with an empty split
@@ -34,6 +35,10 @@ class ImportResult:
     left_out: tuple[str, ...] = ()  # images named on a skipped line: not imported at all
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)  # what strip_metadata removed
     notes: tuple[str, ...] = ()  # anything else a person should know
+    mode: str = "new"  # new: OUT holds this import only | append: added beside the sources already in OUT
+    images_dir: str = IMAGES_SUBDIR  # where this import's files went: images (new) or images/<source> (append)
+    layout: dict[str, int] = dataclasses.field(default_factory=dict)  # images per source in OUT after the import
+    replaced: dict[str, int] = dataclasses.field(default_factory=dict)  # images per source a new import replaced
 
     @property
     def n_images(self) -> int:
@@ -44,8 +49,10 @@ class ImportResult:
         return self.out_dir / REPORT_FILE
 
     def report(self) -> dict[str, Any]:
-        """The JSON report (paths relative to the source folder: no host paths end up in versioned data)."""
-        return {"source": self.source, "images": self.n_images, "counts": self.counts, "splits": self.splits,
+        """This import's entry in the report's ``imports`` history (paths relative to the source folder: no host
+        paths end up in versioned data)."""
+        return {"source": self.source, "mode": self.mode, "images_dir": self.images_dir, "replaced": self.replaced,
+                "images": self.n_images, "counts": self.counts, "splits": self.splits,
                 "refused": [{"path": p, "reason": r} for p, r in self.refused],
                 "skipped_lines": list(self.skipped_lines), "left_out": list(self.left_out),
                 "unlisted": list(self.unlisted), "ignored": list(self.ignored), "metadata": self.metadata,
@@ -54,7 +61,16 @@ class ImportResult:
     def summary(self) -> str:
         classes = ", ".join(f"{k} {v}" for k, v in self.counts.items())
         splits = ", ".join(f"{k or 'unsplit'} {v}" for k, v in self.splits.items())
-        lines = [f"imported {self.n_images} images ({self.source}) into {self.out_dir}: {classes}; splits: {splits}"]
+        verb = "appended" if self.mode == "append" else "imported"
+        where = f"to {self.out_dir} under {self.images_dir}/" if self.mode == "append" else f"into {self.out_dir}"
+        lines = [f"{verb} {self.n_images} images ({self.source}) {where}: {classes}; splits: {splits}"]
+        if self.mode == "append":
+            lines.append(f"{self.out_dir} now holds {sum(self.layout.values())} images: "
+                         + ", ".join(f"{k} {v}" for k, v in self.layout.items()))
+        if self.replaced:
+            lines.append("replaced the previous layout in " + str(self.out_dir) + " ("
+                         + ", ".join(f"{k} {v}" for k, v in self.replaced.items())
+                         + " images); to add a source beside the others, import with --append")
         if self.unlisted:
             lines.append(f"{len(self.unlisted)} image(s) in no list, imported with an empty split (label from the "
                          "file name): " + preview(self.unlisted))
@@ -136,54 +152,3 @@ def check_src(src: Path, out: Path) -> None:
     s, o = src.resolve(), out.resolve()
     if s == o or s in o.parents or o in s.parents:
         raise AcneopsError(f"{out}: output must not be inside the source {src} (or contain it); choose another folder")
-
-
-def _copy_stripped(stage: Path, rows: dict[str, dict[str, Any]], sources: dict[str, tuple[str, Path]],
-                   refused: list[tuple[str, str]]) -> dict[str, Any]:
-    """Write every source file without its metadata; unparseable files move from ``rows`` to ``refused``."""
-    from acneops.core.progress import progress
-
-    removed: dict[str, int] = {}
-    changed, oriented, converted = 0, 0, []
-    for key in progress(sorted(rows), desc="import", unit="img"):
-        rel, path = sources[key]
-        try:
-            clean = strip_metadata(read_regular_file(path))
-        except (UnsupportedImage, OSError) as exc:
-            refused.append((rel, str(exc)))
-            del rows[key]
-            continue
-        if clean.suffix:
-            rows[key]["image"] += clean.suffix
-            converted.append(rel)
-        (stage / rows[key]["image"]).write_bytes(clean.data)  # the staging folder is renamed in whole
-        changed += bool(clean.removed)
-        oriented += clean.orientation != 1
-        for what in clean.removed:
-            removed[what] = removed.get(what, 0) + 1
-    return {"files_changed": changed, "removed": dict(sorted(removed.items())), "orientation_kept": oriented,
-            "converted_to_png": converted}
-
-
-def write_import(out: Path, rows: dict[str, dict[str, Any]], sources: dict[str, tuple[str, Path]],
-                 source: str, **found: Any) -> ImportResult:
-    """Copy the files (key -> (path relative to SRC, real path)) without metadata, write labels.csv and the
-    report, all in one staged swap. ``found`` holds the ImportResult fields the importer collected."""
-    refused = list(found.pop("refused", ()))
-    with staged_output(out) as stage:
-        metadata = _copy_stripped(stage, rows, sources, refused)
-        if not rows:
-            why = preview([f"{p} ({r})" for p, r in refused], 5)
-            raise AcneopsError(f"{out}: no importable image left (refused: {why})")
-        ordered = [rows[k] for k in sorted(rows)]
-        write_labels(stage, ordered)
-        counts: dict[str, int] = {}
-        splits: dict[str, int] = {}
-        for r in ordered:
-            counts[r["label"]] = counts.get(r["label"], 0) + 1
-            splits[r["split"]] = splits.get(r["split"], 0) + 1
-        result = ImportResult(Path(out), source, dict(sorted(counts.items())), dict(sorted(splits.items())),
-                              refused=tuple(sorted(refused)), metadata=metadata,
-                              **{k: tuple(v) for k, v in found.items()})
-        write_json(stage / REPORT_FILE, result.report())
-    return result
