@@ -1,4 +1,11 @@
-"""Restore's domain logic: bring every ingested image to the GAN resolution (centre square, LANCZOS or the\nlearned super-resolution net for small images), strip metadata, and measure the restorers on held-out images.\n\nThe `restore` stage (acneops.stages.restore) builds :class:`RestoreConfig` from params and calls these."""
+"""Restore's domain logic: bring every ingested image to the GAN resolution (centre square, or the FFHQ-aligned
+face when alignment is on; LANCZOS or the learned super-resolution net for small images), strip metadata, and
+measure the restorers on held-out images.
+
+With alignment on (acneops.faces.align, needs ``acneops[faces]``), a photo in which dlib finds no face is
+quarantined: not written, listed with its reason, never replaced by a silent centre crop.
+
+The `restore` stage (acneops.stages.restore) builds :class:`RestoreConfig` from params and calls these."""
 
 from __future__ import annotations
 
@@ -12,7 +19,7 @@ import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from acneops.core.config import require
 from acneops.core.errors import StageError
@@ -29,9 +36,7 @@ from acneops.data.access import MANIFEST, SPLITS, check_access
 RESTORERS = ("lanczos", "sr")
 
 
-
 SPLIT_FIELDS = ["file", "label", "lesions", "source", "split", "restorer", "orig_sha256", "group", "resize", "sha256"]
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +61,11 @@ class RestoreConfig:
     sr_lr: float = 1e-3  # sr Adam learning rate (cosine-decayed)
     seed: int = 0  # holdout choice + sr init and patch sampling
     workers: int = 0  # processes for decode/resize/write; 0 = all cores
+    align: Literal["auto", True, False] = "auto"  # FFHQ face alignment on dlib's 68 landmarks (acneops[faces]);
+    # auto = on when base_generator is an NVIDIA import (acneops.stages.restore.align_decision)
+    base_generator: str = ""  # checkpoint the GAN hierarchy starts from ("" = none); only read by align: auto
+    align_detect_size: int = 1024  # px, longest side of the copy of each photo the face detector sees
+    align_upsample: int = 1  # times the detector doubles that copy (1 finds faces down to ~40 px wide there)
 
     def __post_init__(self) -> None:
         require(self.restorer in RESTORERS, f"restore.restorer: {self.restorer!r} must be one of {RESTORERS}")
@@ -70,13 +80,16 @@ class RestoreConfig:
             require(getattr(self, key) >= 1, f"restore.{key}: {getattr(self, key)} must be >= 1")
         require(self.sr_lr > 0, f"restore.sr_lr: {self.sr_lr} must be > 0")
         require(self.workers >= 0, f"restore.workers: {self.workers} must be >= 0 (0 = all cores)")
+        require(self.align == "auto" or isinstance(self.align, bool),
+                f"restore.align: {self.align!r} must be auto, true or false")
+        require(self.align_detect_size >= 64, f"restore.align_detect_size: {self.align_detect_size} must be >= 64 px")
+        require(0 <= self.align_upsample <= 3, f"restore.align_upsample: {self.align_upsample} must be 0..3")
 
     def sr_settings(self) -> Any:
         from acneops.data.sr import SRSettings
 
         return SRSettings(steps=self.sr_steps, batch=self.sr_batch, patch=self.sr_patch, scale=self.sr_scale,
                           channels=self.sr_channels, blocks=self.sr_blocks, lr=self.sr_lr, seed=self.seed)
-
 
 
 def _load_ingest(cfg: RestoreConfig) -> tuple[list[dict[str, str]], dict[str, Any]]:
@@ -95,7 +108,6 @@ def _load_ingest(cfg: RestoreConfig) -> tuple[list[dict[str, str]], dict[str, An
     return rows, contract
 
 
-
 @lru_cache(maxsize=2)
 def _sr_model(checkpoint: str) -> Any:
     from acneops.data.sr import load_sr
@@ -103,39 +115,67 @@ def _sr_model(checkpoint: str) -> Any:
     return load_sr(checkpoint)
 
 
-
 def _restore_one(task: dict[str, Any]) -> dict[str, Any]:
-    """Worker: check the source bytes, decode, square-crop, resize/restore, write the PNG."""
+    """Worker: check the source bytes, decode, square-crop (or align the face), resize/restore, write the PNG."""
     from acneops.core.io import save_png
-    from acneops.data.decode import (
-        ImageRejected,
-        centre_square,
-        open_normalised,
-        resize_lanczos,
-    )
+    from acneops.data.decode import ImageRejected, centre_square, open_normalised, resize_lanczos
 
     data = Path(task["src"]).read_bytes()
     if sha256_bytes(data) != task["orig_sha256"]:
         return {"error": f"{task['src']} changed since ingest (sha256 differs); re-run ingest (`dvc repro`)"}
     res = task["resolution"]
+    draft = None if task["align"] else (2 * res, 2 * res)  # the aligner reads the face at full detail
     try:
-        image = open_normalised(io.BytesIO(data), draft_size=(2 * res, 2 * res), max_pixels=task["max_pixels"])
+        image = open_normalised(io.BytesIO(data), draft_size=draft, max_pixels=task["max_pixels"])
     except ImageRejected as exc:
         return {"error": f"{task['src']}: {exc.reason} (it passed ingest; re-run ingest)"}
+    if task["align"]:
+        return _restore_aligned(task, image)
     image = centre_square(image)
     side = image.width
     if side > res:
         image, resize = resize_lanczos(image, res), "down"
-    elif side < res and task["restorer"] == "sr":
-        from acneops.data.sr import sr_upscale
-
-        image, resize = sr_upscale(_sr_model(task["checkpoint"]), image, res), "up"
     elif side < res:
-        image, resize = resize_lanczos(image, res), "up"
+        image, resize = _enlarge(task, image), "up"
     else:
         resize = "none"
     return {"sha256": save_png(task["dst"], image), "resize": resize}
 
+
+def _enlarge(task: dict[str, Any], image: Any) -> Any:
+    """``image`` (smaller than the resolution) enlarged by the configured restorer."""
+    from acneops.data.decode import resize_lanczos
+
+    if task["restorer"] == "sr":
+        from acneops.data.sr import sr_upscale
+
+        return sr_upscale(_sr_model(task["checkpoint"]), image, task["resolution"])
+    return resize_lanczos(image, task["resolution"])
+
+
+def _restore_aligned(task: dict[str, Any], image: Any) -> dict[str, Any]:
+    """Worker, alignment on: the FFHQ crop of the face, enlarged by the restorer when the face is smaller than
+    the resolution; no face = a quarantine entry (never a centre crop). A small face waits for the sr pass
+    (``defer``) when sr is the restorer and not trained yet."""
+    import numpy as np
+    from PIL import Image
+
+    from acneops.core.io import save_png
+    from acneops.faces.align import align_face
+
+    res, spec = task["resolution"], task["align"]
+    found = align_face(np.asarray(image), res, detect_size=spec["detect_size"], upsample=spec["upsample"],
+                       native_if_smaller=True)
+    if found is None:
+        return {"quarantine": f"no face found by dlib's detector at upsample {spec['upsample']} (the photo seen "
+                              f"at a longest side of at most {spec['detect_size']} px)"}
+    crop = Image.fromarray(found.image)
+    if crop.width < res and task["restorer"] == "sr" and task["checkpoint"] is None:
+        return {"defer": True}
+    crop, resize = (_enlarge(task, crop), "up") if crop.width < res else (crop, "down")
+    record = {"score": round(found.score, 4), "qsize_px": round(found.qsize, 1), "angle_deg": round(found.angle_deg, 2)}
+    record.update({f"quad_{a}{i}": round(float(v), 1) for i, xy in enumerate(found.quad) for a, v in zip("xy", xy)})
+    return {"sha256": save_png(task["dst"], crop), "resize": resize, "align": record}
 
 
 def _run_tasks(tasks: list[dict[str, Any]], workers: int, desc: str) -> list[dict[str, Any]]:
@@ -161,14 +201,13 @@ def _run_tasks(tasks: list[dict[str, Any]], workers: int, desc: str) -> list[dic
     return results
 
 
-
-def _task(cfg: RestoreConfig, row: dict[str, str], stage_dir: Path, max_pixels: int, checkpoint: str | None
-          ) -> dict[str, Any]:
+def _task(cfg: RestoreConfig, row: dict[str, str], stage_dir: Path, max_pixels: int, checkpoint: str | None,
+          align: bool) -> dict[str, Any]:
     file = f"images/{row['sha256'][:16]}.png"
     return {"src": str((cfg.data_dir / row["image"]).resolve()), "orig_sha256": row["sha256"], "file": file,
             "dst": str((stage_dir / row["split"] / file).resolve()), "resolution": cfg.resolution,
-            "restorer": cfg.restorer, "checkpoint": checkpoint, "max_pixels": max_pixels}
-
+            "restorer": cfg.restorer, "checkpoint": checkpoint, "max_pixels": max_pixels,
+            "align": {"detect_size": cfg.align_detect_size, "upsample": cfg.align_upsample} if align else None}
 
 
 def _swap_in(stage_dir: Path, out_dir: Path) -> None:
@@ -184,7 +223,6 @@ def _swap_in(stage_dir: Path, out_dir: Path) -> None:
             shutil.rmtree(old)
 
 
-
 def _clean_stale(out_dir: Path) -> None:
     """Remove temporary folders a killed earlier run left behind."""
     for p in out_dir.glob(".tmp-restore-*"):
@@ -193,14 +231,12 @@ def _clean_stale(out_dir: Path) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
-
 def _holdout_split(rows: list[dict[str, str]], fraction: float, seed: int) -> tuple[list, list]:
     """(sr training rows, held-out rows) of the high-res train rows, chosen with ``seed``."""
     ordered = sorted(rows, key=lambda r: r["sha256"])
     k = max(1, int(round(fraction * len(ordered))))
     held = set(random.Random(f"restore-holdout:{seed}").sample(range(len(ordered)), k))
     return [r for i, r in enumerate(ordered) if i not in held], [r for i, r in enumerate(ordered) if i in held]
-
 
 
 def _train_and_compare(cfg: RestoreConfig, hr_train: list[dict[str, str]], stage_dir: Path) -> tuple[str, dict]:
@@ -230,7 +266,6 @@ def _train_and_compare(cfg: RestoreConfig, hr_train: list[dict[str, str]], stage
     return str(checkpoint), comparison
 
 
-
 def _maybe_train_sr(cfg: RestoreConfig, rows: list[dict[str, str]], stage_dir: Path) -> tuple[str | None, dict]:
     """Train and measure sr when configured; explain clearly when it cannot be trained."""
     wanted = cfg.restorer == "sr" or cfg.compare_restorers
@@ -249,7 +284,6 @@ def _maybe_train_sr(cfg: RestoreConfig, rows: list[dict[str, str]], stage_dir: P
         return checkpoint, info
     write_json(cfg.sr_dir / "sr.json", {"trained": False, **info})
     return None, info
-
 
 
 def _write_manifests(cfg: RestoreConfig, rows: list[dict[str, str]], results: dict[str, dict],
@@ -272,11 +306,47 @@ def _write_manifests(cfg: RestoreConfig, rows: list[dict[str, str]], results: di
     return counts
 
 
-def restore_dataset(cfg: RestoreConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+def _quarantine(cfg: RestoreConfig, rows: list[dict[str, str]], results: dict[str, dict]) -> list[dict[str, str]]:
+    """The quarantine entries (id, split, class, reason) in manifest order. A split/class whose every image is
+    quarantined is a StageError: the class would silently vanish from the restored data."""
+    entries = [{"id": r["sha256"][:16], "split": r["split"], "class": r["label"],
+                "reason": results[r["image"]]["quarantine"]} for r in rows if "quarantine" in results[r["image"]]]
+    for split, label in sorted({(e["split"], e["class"]) for e in entries}):
+        lost = [e for e in entries if e["split"] == split and e["class"] == label]
+        if len(lost) == sum(1 for r in rows if r["split"] == split and r["label"] == label):
+            ids = ", ".join(e["id"] for e in lost[:5]) + (", ..." if len(lost) > 5 else "")
+            raise StageError(
+                f"restore: all {len(lost)} image(s) of split '{split}', class '{label}' were quarantined "
+                f"({lost[0]['reason']}); ids {ids} (first 16 hex digits of the sha256 column of "
+                f"{cfg.ingest_dir / 'manifest.csv'}). Check that those photos show a frontal face, raise "
+                "restore.align_upsample to find smaller faces, or set restore.align: false (centre crop)")
+    return entries
+
+
+def _write_alignments(rows: list[dict[str, str]], results: dict[str, dict], stage_dir: Path) -> None:
+    """Write <split>/align.csv: per restored image the detector score, the quad (input px) and its angle."""
+    for split in SPLITS:
+        out = [{"file": f"images/{r['sha256'][:16]}.png", **results[r["image"]]["align"]}
+               for r in rows if r["split"] == split]
+        fields = ["file", "score", "qsize_px", "angle_deg"] + [f"quad_{a}{i}" for i in range(4) for a in "xy"]
+        write_csv(stage_dir / split / "align.csv", out, fields)
+
+
+def restore_dataset(cfg: RestoreConfig, align: bool = False
+                    ) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, str]]]:
     """Restore every ingested image to ``resolution`` into ``out_dir`` (split folders swapped in at once);
-    return (images per split and restorer, the restorer comparison)."""
+    return (images per split and restorer, the restorer comparison, the quarantined images).
+
+    ``align``: FFHQ-align each face (acneops.faces.align) instead of the centre square; images without a face
+    are quarantined (counted per split, listed with the reason) and the rest get <split>/align.csv.
+    """
     rows, contract = _load_ingest(cfg)
     max_pixels = int(contract.get("max_pixels", 64_000_000))
+    if align:  # the missing extra is one clear error here, not one per worker
+        from acneops.faces import models
+
+        models.dlib_module()
+        models.model_path("landmarks68")
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     _clean_stale(cfg.out_dir)
     stage_dir = Path(tempfile.mkdtemp(prefix=".tmp-restore-", dir=cfg.out_dir))
@@ -284,12 +354,21 @@ def restore_dataset(cfg: RestoreConfig) -> tuple[dict[str, Any], dict[str, Any]]
         big = [r for r in rows if min(int(r["width"]), int(r["height"])) >= cfg.resolution]
         small = [r for r in rows if min(int(r["width"]), int(r["height"])) < cfg.resolution]
         results = dict(zip((r["image"] for r in big), _run_tasks(
-            [_task(cfg, r, stage_dir, max_pixels, None) for r in big], cfg.workers, "restore: shrink")))
-        checkpoint, comparison = _maybe_train_sr(cfg, rows, stage_dir)
+            [_task(cfg, r, stage_dir, max_pixels, None, align) for r in big], cfg.workers, "restore: shrink")))
+        small += [r for r in big if results[r["image"]].get("defer")]  # aligned faces smaller than resolution
+        written = [r for r in rows if "sha256" in results.get(r["image"], {})]
+        checkpoint, comparison = _maybe_train_sr(cfg, written, stage_dir)
         results.update(zip((r["image"] for r in small), _run_tasks(
-            [_task(cfg, r, stage_dir, max_pixels, checkpoint) for r in small], cfg.workers, "restore: enlarge")))
-        counts = _write_manifests(cfg, rows, results, stage_dir)
+            [_task(cfg, r, stage_dir, max_pixels, checkpoint, align) for r in small], cfg.workers,
+            "restore: enlarge")))
+        quarantined = _quarantine(cfg, rows, results)
+        kept = [r for r in rows if "sha256" in results[r["image"]]]
+        counts = _write_manifests(cfg, kept, results, stage_dir)
+        if align:
+            _write_alignments(kept, results, stage_dir)
+            for split in SPLITS:
+                counts[split]["quarantined"] = sum(1 for e in quarantined if e["split"] == split)
         _swap_in(stage_dir, cfg.out_dir)
     finally:
         shutil.rmtree(stage_dir, ignore_errors=True)
-    return counts, comparison
+    return counts, comparison, quarantined
