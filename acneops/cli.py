@@ -23,6 +23,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(no_args_is_help=True, help="Create or import raw datasets (data/ layout).")
 app.add_typer(data_app, name="data")
+gan_app = typer.Typer(no_args_is_help=True, help="Bring pretrained GAN networks into acneops' checkpoint format.")
+app.add_typer(gan_app, name="gan")
 
 PARAMS_OPT = typer.Option(Path("params.yaml"), "--params", help="params.yaml to read")
 # `acneops run`'s exit status when a stage failed on something that may be gone when it is run again (EX_TEMPFAIL of
@@ -131,6 +133,63 @@ def data_import_folders(
         typer.echo(result.summary())
     except AcneopsError as exc:
         _fail(exc)
+
+
+@gan_app.command("import-nvlabs")
+def gan_import_nvlabs(
+    src: Path = typer.Argument(..., help="NVIDIA network pickle (stylegan2-ada-pytorch / stylegan3), e.g. ffhq.pkl"),
+    out: Path = typer.Argument(..., help="acneops GAN checkpoint to write, e.g. models/nvlabs/ffhq.pt (resume_from)"),
+    params: Optional[Path] = typer.Option(
+        None, "--params", help="params.yaml whose train_gan settings the network must fit (default: ./params.yaml "
+                               "when present, else no check)"),
+    run: Optional[str] = typer.Option(
+        None, "--run", help="train_gan run to check against (default: the runs whose resume_from is OUT, else "
+                            "train_gan's common keys)"),
+    no_check: bool = typer.Option(False, "--no-check", help="write the import without checking it against train_gan"),
+    resolution: Optional[int] = typer.Option(None, help="expected train_gan.resolution (overrides params)"),
+    z_dim: Optional[int] = typer.Option(None, help="expected train_gan.z_dim"),
+    w_dim: Optional[int] = typer.Option(None, help="expected train_gan.w_dim"),
+    mapping_layers: Optional[int] = typer.Option(None, help="expected train_gan.mapping_layers"),
+    channel_base: Optional[int] = typer.Option(None, help="expected train_gan.channel_base"),
+    channel_max: Optional[int] = typer.Option(None, help="expected train_gan.channel_max"),
+    conv_clamp: Optional[float] = typer.Option(None, help="train_gan.conv_clamp to record (0 = none)"),
+    mbstd_group: Optional[int] = typer.Option(None, help="train_gan.mbstd_group to record"),
+) -> None:
+    """Import an NVIDIA StyleGAN2 pickle as an acneops GAN checkpoint, executing nothing in the file."""
+    explicit = {k: v for k, v in dict(resolution=resolution, z_dim=z_dim, w_dim=w_dim, mapping_layers=mapping_layers,
+                                      channel_base=channel_base, channel_max=channel_max, conv_clamp=conv_clamp,
+                                      mbstd_group=mbstd_group).items() if v is not None}
+    try:
+        from acneops.gan.nvlabs_import import import_nvlabs
+
+        targets, expected = ([], None) if no_check else _nvlabs_targets(params, run, out, explicit)
+        typer.echo(import_nvlabs(src, out, targets, expected).summary())
+    except AcneopsError as exc:
+        _fail(exc)
+
+
+def _nvlabs_targets(params: Optional[Path], run: Optional[str], out: Path,
+                    explicit: dict) -> tuple[list[tuple[str, dict]], Optional[dict]]:
+    """(targets, expected) of an import: (label, train_gan values) pairs the network must fit (the named run, else
+    the runs resuming from ``out``, else train_gan's common keys; ``explicit`` values override them) or, without
+    params, only the values given on the command line."""
+    if params is None and not Path("params.yaml").is_file():
+        if not explicit:
+            typer.echo("note: no params.yaml here and no --params: the network is not checked against train_gan")
+        return [], explicit or None
+    from acneops.core.config import load_params
+    from acneops.stages.params import foreach_values
+
+    path = params or Path("params.yaml")
+    loaded = load_params(path)
+    section = dict(loaded.get("train_gan") or {})
+    runs = {name: foreach_values(loaded, "train_gan", name)[0] for name in (section.get("runs") or {})}
+    names = [run] if run else [name for name, values in runs.items() if values.get("resume_from")
+                               and Path(str(values["resume_from"])).resolve() == out.resolve()]
+    if not names:
+        return [(f"{path} train_gan", {**section, **explicit})], None
+    return [(f"{path} train_gan run {name!r}", {**foreach_values(loaded, "train_gan", name)[0], **explicit})
+            for name in names], None
 
 
 @app.command("run")
