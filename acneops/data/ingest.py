@@ -49,6 +49,9 @@ class IngestConfig:
     out_dir: Path = INGEST_DIR  # manifest.csv + contract.json
     report_path: Path = REPORTS_DIR / "ingest.json"  # counts + every quarantined row
     classes: tuple[str, ...] = ("healthy", "mild", "moderate", "severe")  # expected labels, in order
+    # classes of `classes` the data lacks, supplied by the base generator (ACNE04 has no healthy faces: [healthy]);
+    # a class with no usable image that is not listed here is an error
+    prior_classes: tuple[str, ...] = ()
     seed: int = 0  # split seed
     val_fraction: float = 0.1  # share of each class put in val (carved from train under a fixed train/test split)
     test_fraction: float = 0.2  # share of each class put in test (ignored for rows with a fixed split)
@@ -60,6 +63,11 @@ class IngestConfig:
     def __post_init__(self) -> None:
         require(len(self.classes) >= 1, "ingest.classes: list at least one class name")
         require(len(set(self.classes)) == len(self.classes), f"ingest.classes: duplicate names in {self.classes}")
+        stray = [c for c in self.prior_classes if c not in self.classes]
+        require(not stray, f"ingest.prior_classes: {stray} not in ingest.classes {list(self.classes)}; a prior class "
+                "is one of the task's classes that the data lacks")
+        require(len(set(self.classes) - set(self.prior_classes)) >= 1,
+                f"ingest.prior_classes: {list(self.prior_classes)} lists every class; the data must supply one")
         require(0 <= self.val_fraction < 1, f"ingest.val_fraction: {self.val_fraction} must be in [0, 1)")
         require(0 <= self.test_fraction < 1, f"ingest.test_fraction: {self.test_fraction} must be in [0, 1)")
         require(self.val_fraction + self.test_fraction < 1, "ingest: val_fraction + test_fraction must be < 1")
@@ -283,6 +291,7 @@ def write_outputs(cfg: IngestConfig, items: list[Item]) -> dict[str, int]:
         "test_images": sorted(r["image"] for r in test),
         "manifest_sha256": sha256_bytes(manifest.read_bytes()),
         "classes": list(cfg.classes),
+        **prior_record(cfg),
         "counts": counts,
         "max_pixels": cfg.max_pixels,
         "seed": cfg.seed,
@@ -291,6 +300,32 @@ def write_outputs(cfg: IngestConfig, items: list[Item]) -> dict[str, int]:
     })
     return counts
 
+
+
+def prior_record(cfg: IngestConfig) -> dict[str, Any]:
+    """The prior-only classes as contract.json and reports/ingest.json record them: ``prior_classes`` with the reason,
+    only when there are any (a dataset holding every class writes the same files as before the key existed)."""
+    if not cfg.prior_classes:
+        return {}
+    return {"prior_classes": list(cfg.prior_classes),
+            "prior_classes_note": "no real image of these classes: the base generator supplies them "
+                                  "(ingest.prior_classes); they are in no split"}
+
+
+def check_classes(cfg: IngestConfig, present: dict[str, int]) -> str:
+    """'' when every class has usable images except the prior classes, which have none; else what is wrong and the
+    fix (``present``: usable images per class)."""
+    empty = [c for c in cfg.classes if not present.get(c) and c not in cfg.prior_classes]
+    if empty:
+        return (f"class(es) {empty} of ingest.classes have no usable image in {cfg.data_dir} (usable per class: "
+                f"{dict(present)}); add images of it, or list it in ingest.prior_classes to draw it from the base "
+                "generator (ACNE04 has no healthy faces: prior_classes: [healthy])")
+    stocked = {c: present[c] for c in cfg.prior_classes if present.get(c)}
+    if stocked:
+        return (f"ingest.prior_classes lists {sorted(stocked)} but the data has usable images of it {stocked}; a "
+                "prior class comes from the base generator only: remove it from ingest.prior_classes to use the "
+                "images, or remove them from labels.csv")
+    return ""
 
 
 def mixed_label_groups(items: list[Item]) -> list[dict[str, Any]]:
@@ -321,6 +356,7 @@ def write_report(cfg: IngestConfig, quarantine: Quarantine, items: list[Item], b
     mixed = mixed_label_groups(items)
     write_json(cfg.report_path, {
         **base,
+        **prior_record(cfg),
         "usable": len(items),
         "quarantined": len(quarantine.entries),
         "quarantined_by_kind": quarantine.counts(),

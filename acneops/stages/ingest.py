@@ -11,7 +11,9 @@ the importers), decodes every file fully and writes:
 - ``reports/ingest.json``: counts and every quarantined row {image, row, kind, reason}.
 
 Bad input never crashes the stage and is never dropped silently: each bad row is quarantined with a
-reason. The stage fails (StageError) only when nothing usable is left or labels are inconsistent.
+reason. The stage fails (StageError) only when nothing usable is left, labels are inconsistent, or a class
+has no usable image. A class the data lacks on purpose (ACNE04 has no healthy faces) is listed in
+``ingest.prior_classes``: the base generator supplies it, contract.json and the report record it as prior-only.
 Ingest writes no images (re-encoding ACNE04's 3112x3456 JPEGs would cost GBs); ``restore`` does.
 """
 
@@ -28,6 +30,7 @@ from acneops.core.errors import StageError
 from acneops.data.ingest import (
     IngestConfig,
     Quarantine,
+    check_classes,
     describe_mixed,
     load_items,
     mixed_label_groups,
@@ -56,11 +59,14 @@ class IngestResult:
     split_counts: dict[str, int]  # usable images per split
     quarantined: dict[str, int]  # quarantined rows per kind
     mixed_label_groups: tuple[dict[str, Any], ...] = ()  # near-duplicate groups whose labels disagree
+    prior_classes: tuple[str, ...] = ()  # classes with no real image, supplied by the base generator
 
     def summary(self) -> str:
         splits = ", ".join(f"{k} {v}" for k, v in self.split_counts.items())
         bad = ", ".join(f"{k} {v}" for k, v in sorted(self.quarantined.items())) or "none"
         text = f"ingest: {self.rows} rows -> {splits}; quarantined: {bad}; report {self.report_path}"
+        if self.prior_classes:
+            text += f"\nprior-only classes (no real image; the base generator supplies them): {list(self.prior_classes)}"
         return text + ("\nwarning: " + describe_mixed(list(self.mixed_label_groups)) if self.mixed_label_groups else "")
 
 
@@ -76,12 +82,10 @@ def run(cfg: IngestConfig) -> IngestResult:
         write_report(cfg, quarantine, [], base)
         raise StageError(f"ingest: nothing usable in {cfg.data_dir} ({n_rows} rows, all quarantined: "
                          f"{quarantine.counts()}); see {cfg.report_path} for every row's reason")
-    present = Counter(it.label for it in items)
-    empty = [c for c in cfg.classes if not present[c]]
-    if empty:
+    problem = check_classes(cfg, Counter(it.label for it in items))
+    if problem:
         write_report(cfg, quarantine, items, base)
-        raise StageError(f"ingest: class(es) {empty} of ingest.classes have no usable image (usable per class: "
-                         f"{dict(present)}); fix ingest.classes in params.yaml or the labels, see {cfg.report_path}")
+        raise StageError(f"ingest: {problem}; see {cfg.report_path}")
     assign_splits(items, cfg.classes, cfg.seed, cfg.val_fraction, cfg.test_fraction)
     split_counts = write_outputs(cfg, items)
     write_report(cfg, quarantine, items, base)
@@ -92,5 +96,5 @@ def run(cfg: IngestConfig) -> IngestResult:
     if mixed:
         warnings.warn(describe_mixed(mixed), stacklevel=2)
     return IngestResult(cfg.out_dir / "manifest.csv", cfg.out_dir / "contract.json", cfg.report_path,
-                        n_rows, split_counts, quarantine.counts(), tuple(mixed))
+                        n_rows, split_counts, quarantine.counts(), tuple(mixed), cfg.prior_classes)
 

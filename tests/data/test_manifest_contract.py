@@ -93,7 +93,9 @@ def test_every_class_is_in_every_split(ingest_dir):
     rows = read_csv(ingest_dir / "manifest.csv")
     contract = read_json(ingest_dir / "contract.json")
     present = {(r["split"], r["label"]) for r in rows}
-    assert all((s, c) in present for s in ("train", "val", "test") for c in contract["classes"])
+    prior = set(contract.get("prior_classes", []))  # supplied by the base generator: no real image, in no split
+    assert not {c for _, c in present} & prior
+    assert all((s, c) in present for s in ("train", "val", "test") for c in contract["classes"] if c not in prior)
 
 
 def test_groups_never_straddle_splits(ingest_dir):

@@ -1,0 +1,110 @@
+"""A class missing from the data (ACNE04 has no healthy faces): a clear error unless ``ingest.prior_classes`` says the
+base generator supplies it; then ingest records it as prior-only, the classifiers report it instead of crashing, the
+class filter keeps acne-looking faces out of it and evaluate scores only the classes of the real test split."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+from typer.testing import CliRunner
+
+from acneops.cli import app
+from acneops.core.config import ConfigError
+from acneops.core.errors import StageError
+from acneops.core.io import read_json
+from acneops.data import ingest as ingest_lib
+from acneops.stages import ingest
+
+CLASSES = ("healthy", "mild", "moderate", "severe")
+
+
+def smooth(seed: int, size: int = 48) -> Image.Image:
+    grid = (np.random.default_rng(seed).random((4, 4, 3)) * 255).astype(np.uint8)
+    return Image.fromarray(grid).resize((size, size), Image.Resampling.BICUBIC)
+
+
+def write_data(data: Path, classes: tuple[str, ...], per_class: int = 6) -> Path:
+    """data/images/<class>_<i>.png + labels.csv for ``classes`` only."""
+    (data / "images").mkdir(parents=True, exist_ok=True)
+    with open(data / "labels.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["image", "label", "lesions", "source", "split"])
+        for c, label in enumerate(classes):
+            for i in range(per_class):
+                smooth(1000 * CLASSES.index(label) + i).save(data / f"images/{label}_{i}.png")
+                writer.writerow([f"images/{label}_{i}.png", label, "", "acne04", ""])
+    return data
+
+
+def ingest_cfg(tmp_path: Path, **kw) -> ingest_lib.IngestConfig:
+    values = dict(data_dir=tmp_path / "data", out_dir=tmp_path / "out", report_path=tmp_path / "reports/ingest.json",
+                  classes=CLASSES, min_size=16, workers=1)
+    return ingest_lib.IngestConfig(**{**values, **kw})
+
+
+def test_a_class_without_images_is_an_error_naming_it_and_the_fix(tmp_path):
+    write_data(tmp_path / "data", ("mild", "moderate", "severe"))
+    with pytest.raises(StageError) as err:
+        ingest.run(ingest_cfg(tmp_path))
+    msg = str(err.value)
+    assert "class(es) ['healthy'] of ingest.classes have no usable image" in msg
+    assert "add images of it, or list it in ingest.prior_classes to draw it from the base generator" in msg
+    assert not (tmp_path / "out" / "manifest.csv").exists()
+
+
+def test_a_prior_class_passes_and_is_recorded_as_prior_only(tmp_path):
+    write_data(tmp_path / "data", ("mild", "moderate", "severe"))
+    result = ingest.run(ingest_cfg(tmp_path, prior_classes=("healthy",)))
+    contract = read_json(tmp_path / "out" / "contract.json")
+    assert contract["classes"] == list(CLASSES) and contract["prior_classes"] == ["healthy"]
+    assert "base generator" in contract["prior_classes_note"]
+    report = read_json(tmp_path / "reports" / "ingest.json")
+    assert report["prior_classes"] == ["healthy"]
+    assert all(report["splits"][s]["healthy"] == 0 for s in ("train", "val", "test"))
+    assert "prior-only classes (no real image; the base generator supplies them): ['healthy']" in result.summary()
+
+
+def test_without_prior_classes_the_outputs_keep_their_old_keys(tmp_path):
+    """A dataset with every class writes no prior key: contract and report bytes are those of before the key."""
+    write_data(tmp_path / "data", CLASSES)
+    ingest.run(ingest_cfg(tmp_path))
+    assert set(read_json(tmp_path / "out" / "contract.json")) == {
+        "test_split", "test_readers", "test_forbidden_roles", "test_sha256", "test_images", "manifest_sha256",
+        "classes", "counts", "max_pixels", "seed", "note"}
+    assert "prior_classes" not in read_json(tmp_path / "reports" / "ingest.json")
+
+
+def test_a_prior_class_that_has_images_is_an_error(tmp_path):
+    write_data(tmp_path / "data", CLASSES)
+    with pytest.raises(StageError, match=r"ingest.prior_classes lists \['healthy'\] but the data has usable images "
+                                         r"of it \{'healthy': 6\}.*remove it from ingest.prior_classes"):
+        ingest.run(ingest_cfg(tmp_path, prior_classes=("healthy",)))
+
+
+@pytest.mark.parametrize("prior, message", [
+    (("glowing",), r"ingest.prior_classes: \['glowing'\] not in ingest.classes"),
+    (CLASSES, r"lists every class; the data must supply one"),
+])
+def test_bad_prior_classes_are_config_errors(tmp_path, prior, message):
+    with pytest.raises(ConfigError, match=message):
+        ingest_cfg(tmp_path, prior_classes=prior)
+
+
+def test_acneops_run_ingest_with_prior_classes_from_params(tmp_path):
+    write_data(tmp_path / "data", ("mild", "moderate", "severe"))
+    cfg = ingest_cfg(tmp_path)
+    params = {"ingest": {"data_dir": str(cfg.data_dir), "out_dir": str(cfg.out_dir),
+                         "report_path": str(cfg.report_path), "classes": list(CLASSES), "min_size": 16, "workers": 1}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    bad = CliRunner().invoke(app, ["run", "ingest", "--params", str(tmp_path / "params.yaml")])
+    assert bad.exit_code == 1 and "ingest.prior_classes" in bad.output and "Traceback" not in bad.output
+    params["ingest"]["prior_classes"] = ["healthy"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    ok = CliRunner().invoke(app, ["run", "ingest", "--params", str(tmp_path / "params.yaml")])
+    assert ok.exit_code == 0, ok.output
+    assert "prior-only classes" in ok.output
