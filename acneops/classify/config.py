@@ -61,6 +61,9 @@ class TrainClassifierConfig:
     workers: int = 0  # DataLoader worker processes (0 = load in the training process)
     threads: int = 1  # torch CPU threads (0 = one per core); fixed: results differ in the last bits between counts
     keep_last: bool = False  # keep last.pt (optimizer + RNG state) after a finished run, to extend it later
+    # classes with no real image (params ingest.prior_classes, set by the stage): their absence from the real splits is
+    # expected and reported, not an error; any other class of `labels` without real images stays an error
+    prior_classes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         where = f"params.yaml [{SECTION}@{self.name}]"
@@ -112,7 +115,7 @@ def collect_items(cfg: TrainClassifierConfig) -> tuple[list[Any], list[Any]]:
     train: list[Any] = []
     val: list[Any] = []
     if cfg.real_train:
-        real = real_items(cfg.restored_dir, "train", cfg.role, cfg.labels)
+        real = real_items(cfg.restored_dir, "train", cfg.role, cfg.labels, absent_ok=cfg.prior_classes)
         # the same subset for every seed and scenario of a fraction: a fixed seed, not the training seed
         train += real if cfg.real_fraction == 1 else per_class_subset(real, cfg.real_fraction, REAL_SUBSET_SEED)
     if cfg.synthetic_dir:
@@ -121,8 +124,25 @@ def collect_items(cfg: TrainClassifierConfig) -> tuple[list[Any], list[Any]]:
             synthetic, val = holdout_split(synthetic, cfg.synthetic_holdout, cfg.seed)
         train += synthetic
     if cfg.val_source == "real_val":
-        val = real_items(cfg.restored_dir, "val", cfg.role, cfg.labels)
+        val = real_items(cfg.restored_dir, "val", cfg.role, cfg.labels, absent_ok=cfg.prior_classes)
     return train, val
+
+
+def prior_only_notes(cfg: TrainClassifierConfig, train: list[Any], val: list[Any]) -> list[str]:
+    """One line per prior-only class of the run: its real, synthetic and validation images. A class with no training
+    image at all (the `real` scenario) stays in the output layer, untrained: the line says so."""
+    notes = []
+    for label in (c for c in cfg.labels if c in cfg.prior_classes):
+        synthetic = sum(it.label == label and it.origin == "synthetic" for it in train)
+        n_val = sum(it.label == label for it in val)
+        line = f"{label}: 0 real train images (prior-only: ingest.prior_classes), {synthetic} synthetic"
+        if not synthetic:
+            line += "; the class stays in the output layer but this model never saw an example of it"
+        if not n_val:
+            line += (f"; no {'real ' if cfg.val_source == 'real_val' else ''}validation image either: its validation "
+                     "F1 is 0 and the macro figures average it in")
+        notes.append(line)
+    return notes
 
 
 

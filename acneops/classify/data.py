@@ -36,15 +36,17 @@ class Item:
     origin: str  # 'real' or 'synthetic' (counts in reports)
 
 
-def real_items(restored_dir: Path, split: str, role: str, labels: Sequence[str]) -> list[Item]:
-    """The restored real images of ``split`` in ``labels``, read through the split guard."""
+def real_items(restored_dir: Path, split: str, role: str, labels: Sequence[str],
+               absent_ok: Sequence[str] = ()) -> list[Item]:
+    """The restored real images of ``split`` in ``labels``, read through the split guard. Every class must have one,
+    except those in ``absent_ok`` (prior-only classes: the data has none)."""
     try:
         samples = load_split(restored_dir, split, role=role, labels=tuple(labels))
     except FileNotFoundError as exc:  # the manifest itself is missing: an input problem, not a bug
         raise StageError(str(exc)) from exc
     items = [Item(Path(s.path), s.label, "real") for s in samples]
     where = Path(restored_dir) / split / MANIFEST
-    check_labels_present(items, labels, str(where))
+    check_labels_present(items, [c for c in labels if c not in absent_ok], str(where))
     for item in items:
         if not item.path.is_file():
             raise StageError(f"{where}: image {item.path} (label {item.label}) is missing; re-run `dvc repro restore`")
@@ -102,7 +104,8 @@ def check_labels_present(items: Sequence[Item], labels: Sequence[str], where: st
     if absent:
         raise StageError(
             f"{where}: no images of class(es) {absent} (labels in params: {list(labels)}; "
-            f"found: {sorted(present)}); fix train_classifier.labels or the data"
+            f"found: {sorted(present)}); fix train_classifier.labels or the data (a class the data lacks on "
+            "purpose, as ACNE04 lacks healthy faces, goes in ingest.prior_classes)"
         )
 
 

@@ -1,6 +1,6 @@
 """params.yaml reading shared by several commands: the foreach-run merge (train_gan, train_classifier, sort), the
-anonymity audit section (shared by synthesize and evaluate) and the data commands (`acneops data phantom`,
-`acneops data import-acne04`). Domain packages take the built configs; only this layer knows where in params.yaml
+anonymity audit section (shared by synthesize and evaluate), the prior-only classes (``ingest.prior_classes``, read
+by every stage that must know them) and the data commands (`acneops data phantom`, `acneops data import-acne04`). Domain packages take the built configs; only this layer knows where in params.yaml
 they come from."""
 
 from __future__ import annotations
@@ -40,6 +40,19 @@ def foreach_values(params: dict[str, Any], section_name: str, name: str | None
     if "name" in common or "name" in override:
         raise ConfigError(f"params.yaml [{section_name}]: 'name' comes from --name; remove it from params")
     return {**common, **override}, dict(override)
+
+
+def with_prior_classes(params: dict[str, Any], values: dict[str, Any], where: str) -> dict[str, Any]:
+    """``values`` of section ``where`` plus ``prior_classes`` from ``ingest.prior_classes`` (none when params has no
+    ingest section): the one place they are set, so a stage section may not set its own."""
+    if "prior_classes" in values:
+        raise ConfigError(f"params.yaml [{where}.prior_classes]: the prior-only classes are set once, in "
+                          "ingest.prior_classes; remove the key here")
+    ingest = params.get("ingest") if isinstance(params.get("ingest"), dict) else {}
+    prior = ingest.get("prior_classes") or []
+    if not isinstance(prior, (list, tuple)):
+        raise ConfigError(f"params.yaml [ingest.prior_classes]: a list of class names, got {prior!r}")
+    return {**values, "prior_classes": [str(c) for c in prior]}
 
 
 def audit_config(params: dict[str, Any]) -> AuditConfig:

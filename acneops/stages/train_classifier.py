@@ -32,6 +32,7 @@ from acneops.classify.config import (
     SEEDS_DIR,
     TrainClassifierConfig,
     collect_items,
+    prior_only_notes,
 )
 from acneops.core.config import (
     ConfigError,
@@ -41,7 +42,7 @@ from acneops.core.config import (
 )
 from acneops.core.io import write_json
 from acneops.core.paths import RESTORED_DIR
-from acneops.stages.params import foreach_values
+from acneops.stages.params import foreach_values, with_prior_classes
 
 # acneops.stages.run_stage: the training loop (acneops.classify.train.fit) opens its own MLflow run, logs per
 # epoch and resumes that run after a kill (its id is in last.pt); run_stage must not open a second one.
@@ -58,6 +59,7 @@ def config_from_params(params: dict[str, Any], name: str | None) -> TrainClassif
         values["seeds"] = [values.pop("seed")]
     reads = values.get("synthetic_dir") or Path(str(values.get("restored_dir", RESTORED_DIR))) / "train"
     check_upstream(values, reads, f"{SECTION}.runs.{name}")
+    values = with_prior_classes(params, values, f"{SECTION}@{name}")
     pretrained = values.pop("pretrained", False)
     if pretrained is None or not isinstance(pretrained, (bool, str)):
         raise ConfigError(f"params.yaml [{SECTION}@{name}.pretrained]: false, true or a weights file path, got {pretrained!r}")
@@ -77,6 +79,7 @@ class TrainClassifierResult:
     epochs_run: int  # epochs trained in this call over all seeds (fewer after a resume)
     seconds: float  # wall time of this call
     per_seed: dict[int, tuple[float, float]] = dataclasses.field(default_factory=dict)  # seed -> (val acc, macro-F1)
+    notes: tuple[str, ...] = ()  # prior-only classes: how many images of them it trained and selected on
 
     def summary(self) -> str:
         acc, f1 = self.val["accuracy"], self.val["macro"]["f1"]
@@ -84,7 +87,7 @@ class TrainClassifierResult:
             f"train_classifier@{self.name}: best epoch {self.best_epoch}, val accuracy {acc:.3f}, "
             f"macro-F1 {f1:.3f} on {self.counts['val']} images (train: {self.counts['train_real']} real, "
             f"{self.counts['train_synthetic']} synthetic); {self.epochs_run} epoch(s) in {self.seconds:.1f} s "
-            f"-> {self.out_dir / 'best.pt'}" + self._seeds_line()
+            f"-> {self.out_dir / 'best.pt'}" + self._seeds_line() + "".join(f"\n{n}" for n in self.notes)
         )
 
     def _seeds_line(self) -> str:
@@ -102,20 +105,23 @@ def run(cfg: TrainClassifierConfig) -> TrainClassifierResult:
     start = time.perf_counter()
     replicates = cfg.replicates()
     _drop_stale_replicates(cfg)
-    per_seed, epochs_run = {}, 0
+    per_seed, epochs_run, notes = {}, 0, []
     for rep in replicates:
         train_items, val_items = collect_items(rep)
+        if rep is replicates[0]:
+            notes = prior_only_notes(rep, train_items, val_items)
         best_epoch, val, ran, run_id = cls_train.fit(rep, to_dict(rep), train_items, val_items)
         if rep is replicates[0]:  # the shipped model, as an MLflow pyfunc model of its run (`register` finds it)
             _log_model(rep, run_id)
         epochs_run += ran
         per_seed[rep.seed] = {"best_epoch": best_epoch, "accuracy": val["accuracy"], "macro_f1": val["macro"]["f1"],
                               "dir": str(rep.out_path), "val": val, "counts": _counts(train_items, val_items)}
-    write_json(cfg.out_path / SEEDS_DIR / SUMMARY_FILE, _seed_summary(cfg, per_seed))
+    write_json(cfg.out_path / SEEDS_DIR / SUMMARY_FILE, {**_seed_summary(cfg, per_seed),
+                                                         **({"prior_only": notes} if notes else {})})
     first = per_seed[cfg.seed]
     return TrainClassifierResult(cfg.name, cfg.out_path, first["best_epoch"], first["val"], first["counts"], epochs_run,
                                  time.perf_counter() - start,
-                                 {s: (v["accuracy"], v["macro_f1"]) for s, v in per_seed.items()})
+                                 {s: (v["accuracy"], v["macro_f1"]) for s, v in per_seed.items()}, tuple(notes))
 
 
 SUMMARY_FILE = "summary.json"  # <out_dir>/seeds/summary.json
