@@ -35,6 +35,7 @@ from acneops.audit.copies import (
     pixel_views,
     view_specs,
 )
+from acneops.audit.identity import check_config as check_identity_config
 from acneops.core.config import require, to_dict
 from acneops.core.errors import AcneopsError
 from acneops.metrics.neighbors import nearest_neighbors
@@ -70,6 +71,16 @@ class AuditConfig:
     max_pairs_png: int = 16  # closest synthetic|real pairs drawn in the report PNG
     png_tile: int = 96  # side of one image in the report PNG, px
     block_size: int = 1024  # query rows per NN search block (memory ~ block * n_real * 12 bytes)
+    # identity audit (acneops.audit.identity): dlib's face-recognition ResNet, where real train faces are detectable
+    identity: str = "auto"  # auto | always | never; auto: 'not applicable' when faces are not found or told apart
+    identity_threshold: str = "auto"  # dlib-space distance below which two faces are one person; auto = calibrated
+    identity_min_detected: float = 0.5  # share of real train images with a face dlib finds, needed to apply
+    identity_max_same_pairs: float = 0.5  # largest share of real face pairs dlib calls one person (< 0.6) to apply
+    identity_same_quantile: float = 0.99  # calibration: quantile of transformed-copy distances the threshold covers
+    identity_different_quantile: float = 0.05  # calibration: quantile of nearest-other-real distances (honest flags)
+    identity_calibration_faces: int = 32  # real train faces whose transformed copies calibrate the threshold, count
+    identity_upsample: int = 1  # dlib detector doublings: 1 finds faces from ~40 px wide, 2 from ~20 px (4x slower)
+    identity_bootstrap: int = 1000  # resamples for the 95% interval of the identity membership AUC; 0 = none
 
     def __post_init__(self) -> None:
         where = "params.yaml [audit]"
@@ -85,6 +96,7 @@ class AuditConfig:
         require(self.max_pairs_png >= 0, f"{where}.max_pairs_png must be >= 0")
         require(16 <= self.png_tile <= 512, f"{where}.png_tile must be in [16, 512] px")
         require(self.block_size >= 1, f"{where}.block_size must be >= 1")
+        check_identity_config(self, where)
 
 
 def _flipped_features(extractor: Any, images: list[Path] | np.ndarray, desc: str, chunk: int = 256) -> np.ndarray:

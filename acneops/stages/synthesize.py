@@ -7,7 +7,10 @@ neighbourhoods give looser relative thresholds), drops the images flagged by eit
 fresh seeds for up to ``max_rounds`` extra rounds and reports any shortfall. With ``class_filter`` (a
 classifier checkpoint, e.g. the severity sorter) an image that classifier assigns to another class is also
 replaced (the hierarchical method's sorting step applied to the export; counted as ``rejected_class_filter``).
-Flagged images are never
+Where the real train images are photos of faces dlib finds and tells apart, the identity audit
+(:mod:`acneops.audit.identity`, params ``audit.identity*``) also replaces every candidate whose face is a real train
+person (``flagged_identity``; candidates without a detectable face are kept and counted as ``no_face``); elsewhere
+(the phantom) the report says ``identity: {applicable: false, reason}`` and gives no number. Flagged images are never
 written; an image whose pixels equal a real train image (or its mirror) is dropped even if the audit
 thresholds were loosened. The real *test* split is never read:
 the real images come from :func:`acneops.data.access.load_split` with role ``synthesize``.
@@ -34,6 +37,7 @@ from typing import Any
 
 from acneops.core.config import ConfigError, build, section, to_dict
 from acneops.core.errors import StageError
+from acneops.audit.identity import reference
 from acneops.stages.params import audit_config
 from acneops.synthetic.class_filter import load_class_filter
 from acneops.synthetic.export import (
@@ -79,6 +83,9 @@ class SynthesizeResult:
             for key in ("requested", "exported", "generated", "flagged", "flag_rate", "rejected_class_filter",
                         "shortfall", "rounds"):
                 out[f"{cls}/{key}"] = float(r[key])
+            if r["identity"]["applicable"]:  # not applicable: no number at all
+                out[f"{cls}/flagged_identity"] = float(r["identity"]["flagged"])
+                out[f"{cls}/no_face"] = float(r["identity"]["no_face"])
         for key in ("requested", "exported", "generated", "flagged", "shortfall"):
             out[f"total/{key}"] = float(sum(r[key] for r in self.classes.values()))
         out["total/flag_rate"] = out["total/flagged"] / max(out["total/generated"], 1.0)
@@ -119,17 +126,21 @@ def run(cfg: SynthesizeConfig) -> SynthesizeResult:
     extractor = make_extractor(cfg)
     real = load_real_train(cfg.restored_dir)
     judge = load_class_filter(cfg)
-    outcomes = {cls: synthesize_class(cfg, cls, infos[cls], real, extractor, judge) for cls in cfg.classes}
+    identity = reference(real.images, real.names, cfg.audit, "synthesize: identity")
+    ref = None if isinstance(identity, dict) else identity
+    outcomes = {cls: synthesize_class(cfg, cls, infos[cls], real, extractor, judge, ref) for cls in cfg.classes}
     classes = {}
     for cls, o in outcomes.items():
         audit_json = cfg.report_path.parent / AUDIT_DIR / f"{cls}.json"
         write_audit_report(o.audit, audit_json, audit_json.with_suffix(".png"))
-        classes[cls] = class_report(o, infos[cls], audit_json)
+        classes[cls] = class_report(o, infos[cls], audit_json, ref)
     short = {c: r["shortfall"] for c, r in classes.items() if r["shortfall"] > 0}
     failed = {c: n for c, n in short.items() if n > cfg.max_shortfall * classes[c]["requested"]}
     report = {"status": "ok", "classes": classes, "config": to_dict(cfg), "shortfall": short,
               "real_train": {"images": len(real.names), "audited_against": "every class of the real train split"},
-              "audit_feature_space": extractor.identity}
+              "audit_feature_space": extractor.identity, "identity": identity if ref is None else {
+                  **ref.report(), "no_face": "kept and counted: dlib cannot match a face it does not find; the copy "
+                  "audit still covers these images"}}
     if failed:
         write_json(cfg.report_path, {**report, "status": "failed: shortfall above max_shortfall",
                                      "seconds": round(time.perf_counter() - start, 2)})

@@ -25,39 +25,14 @@ from acneops.core.paths import (
 
 MANIFEST_FIELDS = ["file", "label", "seed", "psi", "generator", "generator_sha256", "nn_feature_dist",
                    "nn_pixel_dist", "audit"]
-
-
-
 SEED_STRIDE = 10_000_000  # seeds of one base seed
-
-
-
 CLASS_STRIDE = 1_000_000  # seeds of one class
-
-
-
 TOPUP_OFFSET = 500_000  # top-up seeds start here inside a class's range
-
-
-
 MAX_SEED = (2**32 - 1 - SEED_STRIDE) // SEED_STRIDE  # numpy RandomState seeds must stay below 2**32
-
-
-
 MAX_CLASSES = SEED_STRIDE // CLASS_STRIDE
-
-
-
 OVERSAMPLE_MAX = 4  # a top-up round generates at most this many images per missing one
-
-
-
 EXTRACTORS = ("domain", "tiny", "inception")
-
-
-
 DEFAULT_GENERATORS = {c: str(gan_checkpoint(c)) for c in ("healthy", "mild", "moderate", "severe")}
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,18 +100,15 @@ class SynthesizeConfig:
         return tuple(self.generators)
 
 
-
 def class_seeds(seed: int, class_index: int, start: int, n: int, topup: bool = False) -> list[int]:
     """``n`` consecutive seeds of one class, from offset ``start`` of its first-round or top-up range."""
     base = seed * SEED_STRIDE + class_index * CLASS_STRIDE + (TOPUP_OFFSET if topup else 0)
     return list(range(base + start, base + start + n))
 
 
-
 def image_file(cls: str, seed: int) -> str:
     """Path of one synthetic image relative to out_dir."""
     return f"{cls}/{cls}_seed{seed}.png"
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,7 +118,6 @@ class GeneratorInfo:
     family: str  # stylegan2 | dcgan
     resolution: int  # px
     label: str | None = None  # the class input of a class-conditional generator; None: unconditional
-
 
 
 def check_generators(cfg: SynthesizeConfig) -> dict[str, GeneratorInfo]:
@@ -172,7 +143,6 @@ def check_generators(cfg: SynthesizeConfig) -> dict[str, GeneratorInfo]:
     return infos
 
 
-
 @dataclasses.dataclass(frozen=True)
 class RealTrain:
     images: np.ndarray  # (N, H, W, 3) uint8, every class of the real train split
@@ -181,10 +151,8 @@ class RealTrain:
     exact: frozenset[bytes]  # content digests of each image and its mirror (the exact-copy guard)
 
 
-
 def _digest(image: np.ndarray) -> bytes:
     return hashlib.sha256(repr(image.shape).encode() + np.ascontiguousarray(image).tobytes()).digest()
-
 
 
 def load_real_train(restored_dir: Path) -> RealTrain:
@@ -209,7 +177,6 @@ def load_real_train(restored_dir: Path) -> RealTrain:
     names = tuple(os.path.relpath(s.path, restored_dir) for s in samples)
     exact = frozenset(_digest(im) for img in images for im in (img, img[:, ::-1]))
     return RealTrain(np.stack(images), names, tuple(s.label for s in samples), exact)
-
 
 
 class CachedExtractor:
@@ -237,7 +204,6 @@ class CachedExtractor:
         return np.stack([self._cache[k] for k in keys])
 
 
-
 def make_extractor(cfg: SynthesizeConfig) -> CachedExtractor:
     from acneops.features.extractors import get_extractor
 
@@ -250,7 +216,6 @@ def make_extractor(cfg: SynthesizeConfig) -> CachedExtractor:
     return CachedExtractor(inner)
 
 
-
 @dataclasses.dataclass
 class ClassOutcome:
     """Everything generated and audited for one class; ``export`` indexes the images written."""
@@ -259,7 +224,7 @@ class ClassOutcome:
     requested: int
     seeds: list[int]  # every candidate seed, generation order
     images: np.ndarray  # (S, H, W, 3) uint8 candidates
-    flags: np.ndarray  # (S,) bool: near copy (audit) or exact copy
+    flags: np.ndarray  # (S,) bool: near copy (audit), exact copy or a real train person (identity audit)
     exact: np.ndarray  # (S,) bool: pixels equal a real train image or its mirror
     own_class: np.ndarray  # (S,) bool: near copy against the class's own real train images (evaluate's reference)
     wrong_class: np.ndarray  # (S,) bool: the class filter assigned it to another class
@@ -267,11 +232,11 @@ class ClassOutcome:
     audit: AuditResult  # audit of all candidates
     export: np.ndarray  # indices of the exported candidates (the first `requested` unflagged)
     seconds: dict[str, float]  # wall time of generation and audit, s
+    identity: Any = None  # acneops.audit.identity.Matches of every candidate; None: identity audit not applicable
 
     @property
     def shortfall(self) -> int:
         return self.requested - len(self.export)
-
 
 
 def generate_images(path: Path, seeds: list[int], psi: float, batch: int, desc: str,
@@ -281,7 +246,6 @@ def generate_images(path: Path, seeds: list[int], psi: float, batch: int, desc: 
     from acneops.gan import sampling as gen
 
     return gen.generate(path, seeds, psi=psi, batch=batch, desc=desc, label=label)
-
 
 
 def _audit(cfg: SynthesizeConfig, cls: str, seeds: list[int], images: np.ndarray, real: RealTrain,
@@ -301,16 +265,18 @@ def _audit(cfg: SynthesizeConfig, cls: str, seeds: list[int], images: np.ndarray
     return result, exact, own_flags
 
 
-
 def synthesize_class(cfg: SynthesizeConfig, cls: str, info: GeneratorInfo, real: RealTrain,
-                     extractor: CachedExtractor, judge: tuple[Any, dict[str, Any]] | None = None) -> ClassOutcome:
+                     extractor: CachedExtractor, judge: tuple[Any, dict[str, Any]] | None = None,
+                     identity: Any = None) -> ClassOutcome:
     """Generate, audit, filter by class, top up: round 0 uses seeds 0..count-1 of the class, later rounds its top-up
-    range."""
+    range. ``identity`` (an :class:`acneops.audit.identity.IdentityReference`) also drops real train persons; each
+    candidate is embedded once, in the round that made it."""
+    from acneops.audit.identity import Matches, match_images
     from acneops.synthetic.class_filter import wrong_class
 
     k, count = cfg.classes.index(cls), cfg.counts[cls]
     seeds = class_seeds(cfg.seed, k, 0, count)
-    new, parts, wrong_parts, used_topup, rnd = seeds, [], [], 0, 0
+    new, parts, wrong_parts, id_parts, used_topup, rnd = seeds, [], [], [], 0, 0
     clock = {"generate": 0.0, "audit": 0.0}  # seconds
     while True:
         t0 = time.perf_counter()
@@ -320,9 +286,12 @@ def synthesize_class(cfg: SynthesizeConfig, cls: str, info: GeneratorInfo, real:
         images, wrong = np.concatenate(parts), np.concatenate(wrong_parts)
         t1 = time.perf_counter()
         result, exact, own_flags = _audit(cfg, cls, seeds, images, real, extractor)
+        flags = result.copy.flags | exact | own_flags
+        if identity is not None:
+            id_parts.append(match_images(identity, parts[-1], f"synthesize {cls}: identity round {rnd}"))
+            flags = flags | Matches.concatenate(id_parts).flags
         clock["generate"] += t1 - t0
         clock["audit"] += time.perf_counter() - t1
-        flags = result.copy.flags | exact | own_flags
         passed = np.flatnonzero(~flags & ~wrong)
         need = count - len(passed)
         if need <= 0 or rnd == cfg.max_rounds:
@@ -335,13 +304,12 @@ def synthesize_class(cfg: SynthesizeConfig, cls: str, info: GeneratorInfo, real:
     return ClassOutcome(cls=cls, requested=count, seeds=seeds, images=images, flags=flags, exact=exact,
                         own_class=own_flags, wrong_class=wrong,
                         rounds=rnd, audit=result, export=passed[:count],
-                        seconds={k: round(v, 2) for k, v in clock.items()})
-
+                        seconds={k: round(v, 2) for k, v in clock.items()},
+                        identity=Matches.concatenate(id_parts) if id_parts else None)
 
 
 class ShortfallWarning(UserWarning):
     """A class got fewer images than requested because too many were flagged as near copies."""
-
 
 
 def write_dataset(cfg: SynthesizeConfig, outcomes: dict[str, ClassOutcome], infos: dict[str, GeneratorInfo]) -> int:
@@ -367,20 +335,31 @@ def write_dataset(cfg: SynthesizeConfig, outcomes: dict[str, ClassOutcome], info
     return len(rows)
 
 
+def identity_report(o: ClassOutcome, ref: Any) -> dict[str, Any]:
+    """The identity audit of one class's candidates: counts (a face, none, flagged, flagged by identity alone) and
+    the flagged candidates with their nearest real train face; not applicable when there was no reference."""
+    if o.identity is None:
+        return {"applicable": False}
+    alone = o.identity.flags & ~(o.audit.copy.flags | o.exact | o.own_class)
+    return {"applicable": True, **o.identity.counts(), "flagged_identity_only": int(alone.sum()),
+            "flagged_records": o.identity.records(ref, [image_file(o.cls, s) for s in o.seeds])}
 
-def class_report(o: ClassOutcome, info: GeneratorInfo, audit_json: Path) -> dict[str, Any]:
-    """One class's entry in reports/synthesize.json."""
+
+def class_report(o: ClassOutcome, info: GeneratorInfo, audit_json: Path, identity: Any = None) -> dict[str, Any]:
+    """One class's entry in reports/synthesize.json (``identity``: the IdentityReference, when applicable)."""
     generated, flagged = len(o.seeds), int(o.flags.sum())
     audit = o.audit.to_dict()
     return {
         "requested": o.requested, "exported": len(o.export), "shortfall": o.shortfall,
         "generated": generated, "flagged": flagged, "flag_rate": flagged / generated,
         "flagged_exact_pixels": int(o.exact.sum()), "flagged_own_class": int(o.own_class.sum()),
+        "flagged_identity": None if o.identity is None else int(o.identity.flags.sum()),
         "rejected_class_filter": int((o.wrong_class & ~o.flags).sum()), "rounds": o.rounds,
         "seeds": {"first_round": [o.seeds[0], o.seeds[o.requested - 1]], "topup_generated": generated - o.requested},
         "generator": str(info.path), "generator_sha256": info.sha256, "family": info.family,
         "resolution": info.resolution, "seconds": o.seconds,
         "audit": {"summary": o.audit.summary(), "report": str(audit_json), "rates": audit["rates"],
                   "reference": audit["reference"], "feature_space": audit["feature_space"]},
+        "identity": identity_report(o, identity),
     }
 
