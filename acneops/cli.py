@@ -177,19 +177,18 @@ def _nvlabs_targets(params: Optional[Path], run: Optional[str], out: Path,
         if not explicit:
             typer.echo("note: no params.yaml here and no --params: the network is not checked against train_gan")
         return [], explicit or None
-    from acneops.core.config import load_params
-    from acneops.stages.params import foreach_values
+    from acneops.core.config import ConfigError, load_params
 
     path = params or Path("params.yaml")
-    loaded = load_params(path)
-    section = dict(loaded.get("train_gan") or {})
-    runs = {name: foreach_values(loaded, "train_gan", name)[0] for name in (section.get("runs") or {})}
+    section = dict(load_params(path).get("train_gan") or {})
+    runs = {name: {**section, **(values or {})} for name, values in (section.pop("runs", None) or {}).items()}
+    if run and run not in runs:
+        raise ConfigError(f"{path}: no train_gan run {run!r}; pass --run with one of {sorted(runs)}")
     names = [run] if run else [name for name, values in runs.items() if values.get("resume_from")
                                and Path(str(values["resume_from"])).resolve() == out.resolve()]
     if not names:
         return [(f"{path} train_gan", {**section, **explicit})], None
-    return [(f"{path} train_gan run {name!r}", {**foreach_values(loaded, "train_gan", name)[0], **explicit})
-            for name in names], None
+    return [(f"{path} train_gan run {name!r}", {**runs[name], **explicit}) for name in names], None
 
 
 @app.command("run")
