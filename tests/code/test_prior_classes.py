@@ -108,3 +108,41 @@ def test_acneops_run_ingest_with_prior_classes_from_params(tmp_path):
     ok = CliRunner().invoke(app, ["run", "ingest", "--params", str(tmp_path / "params.yaml")])
     assert ok.exit_code == 0, ok.output
     assert "prior-only classes" in ok.output
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# classifiers: a prior-only class has no real image; `real` keeps it untrained and says so, `augmented` learns it from
+# synthetic images
+
+
+def test_classifiers_with_a_prior_only_class_report_it_instead_of_crashing(tmp_path, monkeypatch):
+    from test_train_classifier import _write_folder, make_restored, params_for
+
+    from acneops.classify.backbones import load_classifier
+    from acneops.stages import train_classifier
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    data = {"restored": make_restored(tmp_path / "restored", labels=("mild", "moderate", "severe")),
+            "synthetic": tmp_path / "synthetic"}
+    _write_folder(data["synthetic"], {k: 4 for k in CLASSES}, seed=3)
+    params = params_for(data, tmp_path / "models", epochs=1)
+    with pytest.raises(StageError, match=r"no images of class\(es\) \['healthy'\].*ingest.prior_classes"):
+        train_classifier.run(train_classifier.config_from_params(params, "real"))
+
+    params["ingest"] = {"prior_classes": ["healthy"]}
+    real = train_classifier.run(train_classifier.config_from_params(params, "real"))
+    assert real.notes == ("healthy: 0 real train images (prior-only: ingest.prior_classes), 0 synthetic; the class "
+                          "stays in the output layer but this model never saw an example of it; no real validation "
+                          "image either: its validation F1 is 0 and the macro figures average it in",)
+    assert real.notes[0] in real.summary()
+    assert read_json(real.out_dir / "seeds" / "summary.json")["prior_only"] == list(real.notes)
+    _, args = load_classifier(real.out_dir / "best.pt")
+    assert args["labels"] == list(CLASSES) and args["num_classes"] == 4  # the label stays in the output layer
+
+    augmented = train_classifier.run(train_classifier.config_from_params(params, "augmented"))
+    assert augmented.notes[0].startswith("healthy: 0 real train images (prior-only: ingest.prior_classes), 3 synthetic;")
+    assert augmented.counts["train_synthetic"] == 12
+
+    params["train_classifier"]["runs"]["real"]["prior_classes"] = ["healthy"]
+    with pytest.raises(ConfigError, match=r"set once, in ingest.prior_classes"):
+        train_classifier.config_from_params(params, "real")
