@@ -208,7 +208,13 @@ def import_nvlabs(src: str | Path, out: str | Path, targets: Sequence[tuple[str,
     from acneops.gan.nvlabs import load_into, load_nvlabs_state
     from acneops.gan.stylegan2 import Discriminator, Generator
 
+    from acneops.gan.train import CHECKPOINT, FINAL
+
     src, out = Path(src), Path(out)
+    if out.name in (CHECKPOINT, FINAL):
+        raise AcneopsError(f"{out}: train_gan takes {CHECKPOINT} / {FINAL} in a run's folder for that run's own "
+                           "checkpoint (and replaces one of other settings); write the import under another name, "
+                           "e.g. models/nvlabs/ffhq.pt, and point train_gan.resume_from at it")
     pkl = read_network_pickle(src)
     G_from = "G" if "G" in pkl.nets else "G_ema"
     raw = {net: module_state(pkl.nets[net]) for net in {"G_ema", G_from, "D"}}

@@ -203,4 +203,6 @@ def test_conditional_and_foreign_files_are_clear_errors(tmp_path, fakes):
         import_nvlabs(tmp_path / "archive.pt", tmp_path / "c.pt")
     with pytest.raises(AcneopsError, match="network pickle not found"):
         import_nvlabs(tmp_path / "missing.pkl", tmp_path / "c.pt")
+    with pytest.raises(AcneopsError, match="write the import under another name, e.g. models/nvlabs/ffhq.pt"):
+        import_nvlabs(fakes["ffhq32"], tmp_path / "models" / "gan" / "base" / "final.pt")
     assert not (tmp_path / "c.pt").exists()
