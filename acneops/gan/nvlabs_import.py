@@ -55,9 +55,9 @@ def check_supported(pkl: NetworkPickle, G_names: Sequence[str]) -> None:
     if any(name.startswith(("synthesis.input.", "synthesis.L0_")) for name in G_names):
         raise AcneopsError(f"{where}: a StyleGAN3 (alias-free, stylegan3-t/-r) generator; acneops implements "
                            "StyleGAN2: import an ffhq.pkl of stylegan2-ada-pytorch or a stylegan3 --cfg=stylegan2 run")
-    classes = {net: obj.class_name for net, obj in pkl.nets.items()}
     expected = {"G": "Generator", "G_ema": "Generator", "D": "Discriminator"}
-    problems = [f"{net} is a {cls!r}, expected {expected[net]!r}" for net, cls in classes.items() if cls != expected[net]]
+    problems = [f"{net} is a {obj.class_name!r}, expected {expected[net]!r}" for net, obj in pkl.nets.items()
+                if obj.class_name != expected[net]]
     mk, sk, d_kw = _kwargs(pkl)
     conditional = [f"{net} c_dim={kw['c_dim']}" for net, kw in (("G", sk), ("D", d_kw)) if kw.get("c_dim")]
     if conditional:
