@@ -38,8 +38,8 @@ from typing import Any
 from acneops.core.config import ConfigError, build, section, to_dict
 from acneops.core.errors import StageError
 from acneops.audit.identity import reference
-from acneops.stages.params import audit_config
-from acneops.synthetic.class_filter import load_class_filter
+from acneops.stages.params import audit_config, with_prior_classes
+from acneops.synthetic.class_filter import filter_rule, load_class_filter
 from acneops.synthetic.export import (
     ShortfallWarning,
     SynthesizeConfig,
@@ -61,7 +61,7 @@ def config_from_params(params: dict[str, Any], name: str | None = None) -> Synth
     if "audit" in values:
         raise ConfigError("params.yaml [synthesize]: 'audit' is not a key here; the near-copy thresholds live "
                           "in the top-level 'audit' section (shared with evaluate)")
-    cfg = build(SynthesizeConfig, values, "synthesize")
+    cfg = build(SynthesizeConfig, with_prior_classes(params, values, "synthesize"), "synthesize")
     return dataclasses.replace(cfg, audit=audit_config(params))
 
 
@@ -134,6 +134,10 @@ def run(cfg: SynthesizeConfig) -> SynthesizeResult:
         audit_json = cfg.report_path.parent / AUDIT_DIR / f"{cls}.json"
         write_audit_report(o.audit, audit_json, audit_json.with_suffix(".png"))
         classes[cls] = class_report(o, infos[cls], audit_json, ref)
+        if cls in cfg.prior_classes:  # ingest.prior_classes: from the base generator, the class filter's prior rule
+            classes[cls]["class_filter_rule"] = filter_rule(judge, cls, cfg.class_filter_margin, cfg.prior_filter_max)
+            if judge is None:
+                warnings.warn(f"synthesize: prior class '{cls}': {classes[cls]['class_filter_rule']}", stacklevel=2)
     short = {c: r["shortfall"] for c, r in classes.items() if r["shortfall"] > 0}
     failed = {c: n for c, n in short.items() if n > cfg.max_shortfall * classes[c]["requested"]}
     report = {"status": "ok", "classes": classes, "config": to_dict(cfg), "shortfall": short,

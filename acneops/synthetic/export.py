@@ -62,6 +62,11 @@ class SynthesizeConfig:
     # rejected when the filter's probability of another class exceeds its own class's by more than this
     # (0: whenever another class wins; 1: never, the filter only counts)
     class_filter_margin: float = 0.0
+    # classes the data lacks (params ingest.prior_classes, set by the stage), exported from the base generator; the
+    # class filter rejects a candidate of one when its probability of the filter's grades above the mildest exceeds
+    # prior_filter_max (acneops.synthetic.class_filter)
+    prior_classes: tuple[str, ...] = ()
+    prior_filter_max: float = 0.5  # probability in [0, 1]; 1 = never reject (the filter only counts)
     max_rounds: int = 3  # extra generation rounds replacing flagged images, count
     max_shortfall: float = 0.1  # largest missing share of any class's count; above it the stage fails
     audit: AuditConfig = dataclasses.field(default_factory=AuditConfig)  # near-copy thresholds (section audit)
@@ -87,6 +92,7 @@ class SynthesizeConfig:
         require(self.batch >= 1, f"{w}.batch must be >= 1, got {self.batch}")
         require(0 <= self.class_filter_margin <= 1,
                 f"{w}.class_filter_margin must be in [0, 1], got {self.class_filter_margin}")
+        require(0 <= self.prior_filter_max <= 1, f"{w}.prior_filter_max must be in [0, 1], got {self.prior_filter_max}")
         require(self.max_rounds >= 0, f"{w}.max_rounds must be >= 0, got {self.max_rounds}")
         require(0 <= self.max_shortfall <= 1, f"{w}.max_shortfall must be in [0, 1], got {self.max_shortfall}")
         require(self.audit_extractor in EXTRACTORS,
@@ -282,7 +288,8 @@ def synthesize_class(cfg: SynthesizeConfig, cls: str, info: GeneratorInfo, real:
         t0 = time.perf_counter()
         parts.append(generate_images(info.path, new, cfg.psi, cfg.batch, f"synthesize {cls}: generate round {rnd}",
                                      info.label))
-        wrong_parts.append(wrong_class(judge, cls, parts[-1], cfg.class_filter_margin))
+        wrong_parts.append(wrong_class(judge, cls, parts[-1], cfg.class_filter_margin,
+                                       cfg.prior_filter_max if cls in cfg.prior_classes else None))
         images, wrong = np.concatenate(parts), np.concatenate(wrong_parts)
         t1 = time.perf_counter()
         result, exact, own_flags = _audit(cfg, cls, seeds, images, real, extractor)

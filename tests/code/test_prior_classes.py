@@ -146,3 +146,86 @@ def test_classifiers_with_a_prior_only_class_report_it_instead_of_crashing(tmp_p
     params["train_classifier"]["runs"]["real"]["prior_classes"] = ["healthy"]
     with pytest.raises(ConfigError, match=r"set once, in ingest.prior_classes"):
         train_classifier.config_from_params(params, "real")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# synthesize: the class filter's rule for a prior class
+
+
+SORTER_LABELS = ("mild", "moderate", "severe")
+
+
+def fixed_judge(path: Path, probs: tuple[float, ...], labels: tuple[str, ...] = SORTER_LABELS) -> Path:
+    """A resnet18 classifier checkpoint whose answer is ``probs`` for every image (zero weights, log-prob biases)."""
+    import torch
+
+    from acneops.classify.backbones import create_classifier, model_args_for, save_checkpoint
+
+    torch.manual_seed(0)
+    model = create_classifier("resnet18", len(labels), img_size=32)
+    with torch.no_grad():
+        model.fc.weight.zero_()
+        model.fc.bias.copy_(torch.log(torch.tensor(probs)))
+    save_checkpoint(path, model, model_args_for("resnet18", len(labels), 32, list(labels)), epoch=1, config={})
+    return path
+
+
+def test_the_prior_rule_rejects_what_the_sorter_grades_above_mild(tmp_path):
+    from acneops.classify.backbones import load_classifier
+    from acneops.synthetic.class_filter import filter_rule, wrong_class
+
+    images = np.zeros((3, 32, 32, 3), dtype=np.uint8)
+    for probs, expect in (((0.7, 0.2, 0.1), False), ((0.5, 0.3, 0.2), False),  # P(moderate + severe) 0.3, 0.5
+                          ((0.4, 0.35, 0.25), True), ((0.02, 0.08, 0.9), True)):  # 0.6, 0.98: acne-looking
+        judge = load_classifier(fixed_judge(tmp_path / f"{probs}.pt", probs))
+        assert wrong_class(judge, "healthy", images, prior_max=0.5).tolist() == [expect] * 3, probs
+        assert not wrong_class(judge, "healthy", images).any()  # not a prior class: not filtered, as before
+        assert not wrong_class(judge, "healthy", images, prior_max=1.0).any()  # 1 = never reject
+    judge = load_classifier(fixed_judge(tmp_path / "mild.pt", (0.7, 0.2, 0.1)))
+    assert wrong_class(judge, "moderate", images, prior_max=0.5).all()  # a known class keeps its own-class rule
+    assert not wrong_class(judge, "mild", images, prior_max=0.5).any()
+    assert not wrong_class(None, "healthy", images, prior_max=0.5).any()
+    assert filter_rule(judge, "healthy", prior_max=0.5).startswith(
+        "prior class: rejected when P(moderate + severe) > 0.5, the filter's grades above its mildest 'mild'")
+    assert filter_rule(judge, "healthy").startswith("none: the filter does not know 'healthy'")
+    assert filter_rule(None, "healthy", prior_max=0.5).startswith("none: synthesize.class_filter is ''")
+
+
+def _synthesize(root: Path, tag: str, prior: list[str], judge: Path, **overrides):
+    from test_synthesize import make_params
+
+    from acneops.stages import synthesize
+
+    params = make_params(root, class_filter=str(judge), class_filter_margin=1.0, **overrides)
+    params["synthesize"].update(out_dir=str(root / tag / "synthetic"),
+                                report_path=str(root / tag / "reports" / "synthesize.json"))
+    params["ingest"] = {"prior_classes": prior}
+    return synthesize.run(synthesize.config_from_params(params)), root / tag / "reports" / "synthesize.json"
+
+
+def test_synthesize_filters_a_prior_class_with_the_sorter_and_reports_the_rejections(tmp_path):
+    """healthy from a generator, the sorter saying P(moderate + severe) = 0.3 for every face: kept at
+    prior_filter_max 0.5, every candidate rejected at 0.25 (the stage fails: nothing is exported as healthy)."""
+    from test_synthesize import write_generator, write_restored
+
+    write_restored(tmp_path)
+    for k, cls in enumerate(("healthy", "mild")):
+        write_generator(tmp_path / "models" / cls / "final.pt", torch_seed=10 + k)
+    judge = fixed_judge(tmp_path / "sorter.pt", (0.7, 0.2, 0.1))
+
+    kept, report_path = _synthesize(tmp_path, "kept", ["healthy"], judge)
+    healthy = read_json(report_path)["classes"]["healthy"]
+    assert healthy["exported"] == 5 and healthy["rejected_class_filter"] == 0
+    assert healthy["class_filter_rule"].startswith("prior class: rejected when P(moderate + severe) > 0.5")
+    assert "class_filter_rule" not in read_json(report_path)["classes"]["mild"]
+
+    with pytest.raises(StageError, match="too few images passed the anonymity audit and the class filter"):
+        _synthesize(tmp_path, "strict", ["healthy"], judge, prior_filter_max=0.25)
+    failed = read_json(tmp_path / "strict" / "reports" / "synthesize.json")
+    healthy = failed["classes"]["healthy"]
+    assert healthy["exported"] == 0 and healthy["rejected_class_filter"] == healthy["generated"] - healthy["flagged"]
+    assert failed["classes"]["mild"]["shortfall"] == 0
+
+    _, report_path = _synthesize(tmp_path, "default", [], judge, prior_filter_max=0.25)  # no prior class: as before
+    assert read_json(report_path)["classes"]["healthy"]["rejected_class_filter"] == 0
+    assert "class_filter_rule" not in read_json(report_path)["classes"]["healthy"]
