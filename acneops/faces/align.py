@@ -80,7 +80,8 @@ def find_face(image: np.ndarray, detect_size: int = 1024, upsample: int = 1) -> 
     """The most confident face of ``image`` ((H, W, 3) uint8 RGB), landmarks in ``image``'s px, or None.
 
     A photo whose longest side exceeds ``detect_size`` is shrunk (Lanczos) for the detector, which costs time
-    in proportion to the pixels it scans; the landmarks and box are scaled back to the full photo.
+    in proportion to the pixels it scans; the landmarks and box are scaled back to the full photo (the returned
+    Face then has no dlib ``shape``: it belongs to the copy).
     """
     image = _as_rgb(image)
     h, w = image.shape[:2]

@@ -2,8 +2,8 @@
 
 For each row of ``datasets/ingest/manifest.csv``: decode (JPEG draft mode when the file is much
 larger than needed), apply EXIF orientation, convert to RGB, take the centred square (phantom and
-ACNE04 faces are centred, so a face detector is not needed for them), then shrink with an
-antialiasing Lanczos filter, or enlarge small images with the configured restorer:
+ACNE04 faces are centred; FFHQ alignment below is the option for a generator pretrained on FFHQ), then
+shrink with an antialiasing Lanczos filter, or enlarge small images with the configured restorer:
 
 - ``lanczos``: Lanczos interpolation;
 - ``sr``: a small residual CNN (acneops/data/sr.py) trained self-supervised on the high-resolution
@@ -21,7 +21,9 @@ face crop an FFHQ StyleGAN expects. ``auto`` turns it on when ``base_generator``
 written by ``acneops gan import-nvlabs``: its ``source`` records ``kind: nvlabs``), the case where the GAN
 hierarchy starts from FFHQ weights; the built-in phantom has no faces and keeps it off. With alignment on, a
 photo without a detectable face is quarantined (``quarantined`` in the report, never a centre crop) and
-``<split>/align.csv`` records each face's detector score and crop quad.
+``<split>/align.csv`` records each face's detector score and crop quad. A face smaller than the resolution is
+cropped at its own size and enlarged by the restorer, like a small image. ``base_generator`` is a params
+dependency only: DVC cannot list a file dependency that is empty by default.
 """
 
 from __future__ import annotations
