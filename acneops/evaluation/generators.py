@@ -67,6 +67,8 @@ def real_labels(name: str, cfg: Any, train_labels: list[str]) -> list[str]:
     elif name == "all":
         labels = (list(read_checkpoint(cfg.sorter)["model_args"].get("labels") or []) if cfg.sorter
                   else list(train_labels))
+    elif name in cfg.prior_classes:  # ingest.prior_classes: no real image of its own; compared with every real face
+        labels = list(train_labels)
     else:
         raise StageError(f"params.yaml [evaluate.generators.{name}]: '{name}' is not a class of the real train split "
                          f"{train_labels}; name the generator after its class or set evaluate.generator_labels.{name}")
@@ -262,8 +264,9 @@ def anonymity(cls: str, files: list[Path], cfg: Any, extractor: Any) -> dict[str
     from acneops.classify.data import real_items
 
     restored = Path(cfg.restored_dir)
-    train = [it.path for it in real_items(restored, "train", ROLE, [cls])]
-    test = [it.path for it in real_items(restored, "test", ROLE, [cls])]
+    own = [cls] if cls not in cfg.prior_classes else train_labels(restored)  # a prior class: every real face
+    train = [it.path for it in real_items(restored, "train", ROLE, own)]
+    test = [it.path for it in real_items(restored, "test", ROLE, own, absent_ok=own)]
     with one_blas_thread():
         result = run_audit(files, train, cfg.audit, extractor, real_test=test, name=f"evaluate_{cls}",
                            synthetic_names=[os.path.relpath(f, cfg.synthetic_dir) for f in files],

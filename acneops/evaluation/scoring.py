@@ -75,6 +75,9 @@ class EvaluateConfig:
     nearest_k: int = 3  # precision/recall/density/coverage: k of the k-NN balls
     fidelity_judge: str = "sorter"  # who assigns generated images to classes: sorter | a classifiers key | "" = none
     positive: str = ""  # positive class of binary tasks (e.g. mask); "" = the second label
+    # classes with no real image (params ingest.prior_classes, set by the stage): named as such when left out of the
+    # per-class figures (every class without a real test image is left out, prior or not)
+    prior_classes: tuple[str, ...] = ()
     batch: int = 32  # generation and classification batch, images
     grid_images: int = 16  # synthetic images per class in reports/grids/<class>.png, count
     grid_ncol: int = 8  # images per grid row, count
@@ -209,8 +212,9 @@ def evaluate_classifier(name: str, checkpoint: Path, cfg: EvaluateConfig, strict
             raise StageError(f"params.yaml [{SECTION}.positive]: '{positive}' is not a class of {name} "
                              f"({checkpoint}: {labels})")
         positive = None
-    items = real_items(Path(cfg.restored_dir), "test", ROLE, labels)
+    items = real_items(Path(cfg.restored_dir), "test", ROLE, labels, absent_ok=labels)
     y_true = [it.label for it in items]
+    left_out = left_out_classes(name, labels, y_true, cfg)
     preds, reports = [], []
     for seed, path in models:
         model_args = args
@@ -221,7 +225,7 @@ def evaluate_classifier(name: str, checkpoint: Path, cfg: EvaluateConfig, strict
         probs = predict(model, model_args, [it.path for it in items], batch=cfg.batch,
                         desc=f"evaluate {name}{'' if seed is None else f' seed {seed}'}: predict real test")  # (N, C)
         preds.append([labels[i] for i in probs.argmax(axis=1)])
-        reports.append(classification_report(y_true, preds[-1], labels, positive=positive))
+        reports.append(present_only(classification_report(y_true, preds[-1], labels, positive=positive), left_out))
     out = Path(cfg.reports_dir)
     save_confusion_matrix(reports[0], out / "confusion" / f"{name}.json", out / "confusion" / f"{name}.png")
     write_json(out / "plots" / f"confusion_{name}.json", confusion_plot_rows(reports[0]))
@@ -237,6 +241,34 @@ def evaluate_classifier(name: str, checkpoint: Path, cfg: EvaluateConfig, strict
         "confusion_png": f"confusion/{name}.png",
         PREDICTIONS: (y_true, preds, labels),  # in memory only: run() takes it out before anything is written
     }
+
+
+def left_out_classes(name: str, labels: list[str], y_true: list[str], cfg: EvaluateConfig) -> dict[str, str]:
+    """{class: why} for the classifier's classes with no image in the real test split (none: a StageError)."""
+    absent = [c for c in labels if c not in set(y_true)]
+    if len(absent) == len(labels):
+        raise StageError(f"{Path(cfg.restored_dir) / 'test' / 'manifest.csv'}: no real test image of any class of "
+                         f"{name} {labels}; re-run `dvc repro ingest restore` or fix the classifier's labels")
+    return {c: "no image in the real test split" + (" (prior-only class: ingest.prior_classes; the base generator "
+                                                    "supplies it, the data has none)" if c in cfg.prior_classes else "")
+            for c in absent}
+
+
+def present_only(report: dict[str, Any], left_out: dict[str, str]) -> dict[str, Any]:
+    """``report`` with per-class figures and macro averages over the classes present in the real test split only,
+    and ``left_out`` ({class: why}) saying which were left out: a class with no test image has no recall, and its F1
+    of 0 would only pull the macro figures down. Accuracy and the confusion matrix keep every output class (an image
+    predicted as a left-out class is an error). Unchanged when nothing is left out."""
+    if not left_out:
+        return report
+    per_class = {c: m for c, m in report["per_class"].items() if c not in left_out}
+    macro = {k: sum(m[k] for m in per_class.values()) / len(per_class) for k in ("precision", "recall", "f1")}
+    out = {**report, "per_class": per_class, "macro": macro, "left_out": dict(left_out)}
+    if report.get("positive") in left_out:  # no test image of the positive class: no sensitivity to report
+        out.pop("sensitivity", None)
+        out.pop("specificity", None)
+        out["positive"] = None
+    return out
 
 
 def mean_report(reports: list[dict[str, Any]]) -> dict[str, Any]:

@@ -4,8 +4,9 @@ of the same number of test images, and whether two classifiers scored on the sam
 Percentile bootstrap (Efron & Tibshirani 1993, ch. 13): ``n`` resamples of the N test images with replacement,
 the statistic on each, the 2.5th and 97.5th percentiles. Differences between classifiers are *paired*: every
 classifier is scored on the same resampled images, so what the images have in common cancels out. Macro-F1 is
-computed as acneops.metrics.classification does (per-class F1 = 0 when a class has no true or predicted image,
-averaged over the classifier's labels). Deterministic for a given ``seed``.
+computed as acneops.metrics.classification does (per-class F1 = 0 when a class has no true or predicted image),
+averaged over the classifier's labels that have an image in the test split (a class with none, such as a prior-only
+class, has no F1 to average: acneops.evaluation.scoring leaves it out of the figures the same way). Deterministic for a given ``seed``.
 
 A classifier trained with several seeds is given as one prediction list per seed: its statistic is the mean over
 the seeds on each resample, so the interval is that of the seed-averaged figure the report shows (test-image
@@ -35,15 +36,16 @@ def _resampled_confusions(y_true: Sequence[str], y_pred: Sequence[str], labels: 
     return np.bincount(flat.ravel(), minlength=b * k * k).reshape(b, k, k)
 
 
-def _accuracy(conf: np.ndarray) -> np.ndarray:
+def _accuracy(conf: np.ndarray, present: np.ndarray) -> np.ndarray:
     return np.trace(conf, axis1=1, axis2=2) / conf.sum(axis=(1, 2))
 
 
-def _macro_f1(conf: np.ndarray) -> np.ndarray:
+def _macro_f1(conf: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Per-class F1 averaged over the ``present`` classes (K,) bool: those with an image in the whole test split."""
     tp = np.diagonal(conf, axis1=1, axis2=2).astype(float)
     denom = conf.sum(axis=1) + conf.sum(axis=2)  # (true count + predicted count) per class = 2tp + fp + fn
     f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
-    return f1.mean(axis=1)
+    return f1[:, present].mean(axis=1)
 
 
 STATISTICS = {"accuracy": _accuracy, "macro_f1": _macro_f1}
@@ -70,12 +72,13 @@ def _seed_mean(y_true: Sequence[str], y_preds: list[Sequence[str]], labels: Sequ
                index: np.ndarray) -> dict[str, np.ndarray]:
     """Each statistic on each resample of ``index``, averaged over the seeds' predictions."""
     stats = {s: np.zeros(index.shape[0]) for s in STATISTICS}
+    present = np.array([c in set(y_true) for c in labels])  # (K,) classes with a test image
     for y_pred in y_preds:
         if len(y_pred) != len(y_true):
             raise ValueError(f"{len(y_pred)} predictions for {len(y_true)} test images")
         conf = _resampled_confusions(y_true, y_pred, labels, index)
         for s, f in STATISTICS.items():
-            stats[s] += f(conf) / len(y_preds)
+            stats[s] += f(conf, present) / len(y_preds)
     return stats
 
 

@@ -189,6 +189,10 @@ def _classifier_section(details: dict[str, Any], metrics: dict[str, Any]) -> lis
              f"Chance level: guessing uniformly among the {k} classes gives accuracy {fmt(chance['uniform'])}; "
              f"always answering the majority class (`{chance['majority_class']}`) gives {fmt(chance['majority'])}.",
              "", per_class_table(cls, "f1"), ""]
+    left_out = {c: why for e in details["classifiers"].values() for c, why in e["report"].get("left_out", {}).items()}
+    if left_out:
+        lines += ["Per-class figures and macro averages cover only the classes present in the real test split; left "
+                  "out: " + "; ".join(f"`{c}` ({why})" for c, why in left_out.items()) + ".", ""]
     intervals = details.get("intervals")
     if intervals:
         lines += ["Figures are means over the training seeds of each scenario (`seeds` column; "

@@ -41,7 +41,7 @@ from acneops.evaluation.scoring import (
     metrics_from,
     provenance,
 )
-from acneops.stages.params import audit_config
+from acneops.stages.params import audit_config, with_prior_classes
 
 
 def config_from_params(params: dict[str, Any], name: str | None = None) -> EvaluateConfig:
@@ -52,7 +52,7 @@ def config_from_params(params: dict[str, Any], name: str | None = None) -> Evalu
     values = dict(section(params, SECTION))
     if "audit" in values:
         raise ConfigError(f"params.yaml [{SECTION}.audit]: audit thresholds live in the top-level `audit` section")
-    cfg = build(EvaluateConfig, values, SECTION)
+    cfg = build(EvaluateConfig, with_prior_classes(params, values, SECTION), SECTION)
     return dataclasses.replace(cfg, audit=audit_config(params))
 
 

@@ -229,3 +229,49 @@ def test_synthesize_filters_a_prior_class_with_the_sorter_and_reports_the_reject
     _, report_path = _synthesize(tmp_path, "default", [], judge, prior_filter_max=0.25)  # no prior class: as before
     assert read_json(report_path)["classes"]["healthy"]["rejected_class_filter"] == 0
     assert "class_filter_rule" not in read_json(report_path)["classes"]["healthy"]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# evaluate: per-class figures only for the classes of the real test split, and why the others are left out
+
+
+def test_evaluate_scores_only_classes_present_in_the_real_test_split_and_says_why(tmp_path):
+    from test_evaluate import evaluate_params, make_classifier, make_generator, make_restored, make_synthetic
+
+    from acneops.stages import evaluate
+
+    labels = ("healthy", "mild", "severe")
+    make_restored(tmp_path / "restored", ("mild", "severe"), test_counts={"mild": 2, "severe": 3})
+    make_synthetic(tmp_path / "synthetic", labels)
+    models = tmp_path / "models"
+    clf = {"real": make_classifier(models / "real.pt", labels, always="mild"),  # the healthy output never trained
+           "augmented": make_classifier(models / "augmented.pt", labels, always="healthy", synthetic_dir="s")}
+    gens = {name: make_generator(models / "gan" / name / "final.pt", seed=i)
+            for i, name in enumerate(("healthy", "mild", "severe"))}
+    params = evaluate_params(tmp_path, classifiers={k: str(v) for k, v in clf.items()},
+                             sorter=str(make_classifier(models / "sorter.pt", ("mild", "severe"), always="mild")),
+                             generators={k: str(v) for k, v in gens.items()}, bootstrap=200)
+    with pytest.raises(StageError, match=r"generators.healthy\]: 'healthy' is not a class of the real train split"):
+        evaluate.run(evaluate.config_from_params(params))  # not a prior class: a generator of no real class
+    params["ingest"] = {"prior_classes": ["healthy"]}
+    result = evaluate.run(evaluate.config_from_params(params))
+
+    why = ("no image in the real test split (prior-only class: ingest.prior_classes; the base generator supplies it, "
+           "the data has none)")
+    real, augmented = result.details["classifiers"]["real"]["report"], result.nested["classifiers"]["augmented"]
+    assert real["left_out"] == {"healthy": why} and real["labels"] == list(labels)
+    m = result.nested["classifiers"]["real"]
+    assert set(m["per_class"]) == {"mild", "severe"}
+    mild_f1 = 2 * 0.4 / 1.4  # always 'mild' on 2 mild + 3 severe: precision 0.4, recall 1
+    assert m["accuracy"] == pytest.approx(0.4) and m["macro_f1"] == pytest.approx(mild_f1 / 2, abs=1e-5)
+    assert m["macro_f1_ci95_low"] <= m["macro_f1"] <= m["macro_f1_ci95_high"] + 1e-9  # the interval's average too
+    assert augmented["accuracy"] == 0.0 and set(augmented["per_class"]) == {"mild", "severe"}
+    pair = result.nested["comparisons"]["augmented_minus_real"]["macro_f1"]  # bootstrap: the same macro average
+    assert pair["difference"] == pytest.approx(augmented["macro_f1"] - m["macro_f1"], abs=1e-5)
+    report_md = result.report_path.read_text()
+    assert f"left out: `healthy` ({why})" in report_md
+
+    healthy_gen = result.details["generators"]["healthy"]
+    assert healthy_gen["real_labels"] == ["mild", "severe"]  # a prior class is compared with every real face
+    assert result.nested["anonymity"]["healthy"]["n_real_train"] == 12  # audited against every real train face
+    assert result.nested["anonymity"]["mild"]["n_real_train"] == 6
