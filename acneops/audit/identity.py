@@ -1,31 +1,29 @@
 """Identity audit: is a synthetic face the same *person* as a real train face, whatever the pixels say?
 
-The copy audit (:mod:`acneops.audit.copies`) catches a synthetic image that is a near copy of a real one. A
-generator can also leak a patient as a new photo of the same face (another pose, expression or light), which no
-pixel or classifier-feature rule sees. Here every face goes through dlib's face-recognition ResNet (128-d
-embeddings, :mod:`acneops.faces.identity`; King, dlib 19.x, 99.38% on LFW with "same person" below 0.6
-Euclidean), and a synthetic face whose nearest real train face is closer than a threshold is flagged.
+The copy audit (:mod:`acneops.audit.copies`) catches near copies of real images; a generator can also leak a patient
+as a new photo of the same face (another framing, pose or light), which no pixel or feature rule sees. Here every
+face goes through dlib's face-recognition ResNet (128-d, :mod:`acneops.faces.identity`; 99.38% on LFW with "same
+person" below 0.6 Euclidean), and a synthetic face closer than a threshold to a real train face is flagged.
 
-- Applicability. dlib must find faces in the real train images (at least ``identity_min_detected`` of them) and
-  tell them apart: when it calls more than ``identity_max_same_pairs`` of all pairs of real train faces the same
-  person (below its own 0.6), the faces are not photos of different people (the phantom's drawn faces at 64 px
-  are found, and all look alike to it), and a match would say nothing. Otherwise the result is
-  ``{"applicable": False, "reason": ...}``, never a number; ``identity: always`` turns that into an error.
-- Threshold (``identity_threshold: auto``), calibrated without identity labels on the real train faces:
-  *same-person* pairs are a face and transformed copies of it (crops, mirror, brightness, JPEG, rotation,
-  down-up scaling, noise and a compound of them: what a leaked copy looks like); *different-person* pairs are a
-  face and its nearest other real train face (contaminated by same-person pairs when a patient has several
-  photos, as in ACNE04). threshold = min(0.6, max(q_same, q_diff)) with q_same the ``identity_same_quantile`` of
-  the same-pair distances (every transformed copy is caught) and q_diff the ``identity_different_quantile`` of
-  the nearest-other distances: an honest synthetic face, distributed like a held-out real face, is flagged at
-  about that rate, so the threshold reaches as far towards dlib's same-person boundary as the data allows.
-  Every quantile, the rule and the share of different pairs under the threshold are reported.
-- Membership (evaluate only: it needs the real test split): ROC-AUC of real train faces against real test faces
-  scored by their distance to the nearest synthetic face (:func:`acneops.audit.attacks.membership_auc`), with a
-  percentile-bootstrap 95% interval over both groups of faces; 0.5 = no identity leak.
+- Applicability: dlib must find a face in ``identity_min_detected`` of the real train images and tell the faces
+  apart: when it calls more than ``identity_max_same_pairs`` of all pairs of them the same person (below its 0.6),
+  they are not photos of different people (it finds the phantom's drawn 64 px faces, and all look alike to it) and
+  a match would say nothing. Otherwise the result is ``{"applicable": False, "reason": ...}``, never a number
+  (``identity: always`` makes that an error).
+- Threshold (``identity_threshold: auto``), calibrated on the real train faces without identity labels: *same*
+  pairs are a face and transformed copies of it (:data:`LEAK_VIEWS`: crops, mirror, brightness, JPEG, rotation,
+  down-up scaling, noise, a compound: what a leaked copy looks like); *different* pairs are a face and its nearest
+  other real train face (some are one person's photos, as in ACNE04). threshold = min(0.6, max(q_same, q_diff)):
+  q_same, the ``identity_same_quantile`` of same-pair distances, catches the copies; q_diff, the
+  ``identity_different_quantile`` of nearest-other distances, is where an honest face (distributed like a held-out
+  real one) is flagged at about that rate, so the threshold reaches towards dlib's boundary as far as the data
+  allows. The rule, every quantile and the share of different pairs under the threshold are reported.
+- Membership (evaluate: it needs the real test split): ROC-AUC of real train against real test faces scored by the
+  distance to the nearest synthetic face (:func:`acneops.audit.attacks.membership_auc`), with a percentile-bootstrap
+  95% interval over both groups; 0.5 = no identity leak.
 
-Synthetic images in which dlib finds no face cannot be matched: they are counted (``no_face``), never silently
-dropped or kept. Deterministic: dlib's detector and network are, and the calibration faces are chosen by name.
+Synthetic images without a face dlib finds cannot be matched: counted (``no_face``), never silently dropped or
+kept. Deterministic: dlib is, and the calibration faces are chosen by name.
 """
 
 from __future__ import annotations
@@ -38,6 +36,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from acneops.audit.copies import as_images, image_at
 from acneops.core.config import require
 from acneops.core.errors import AcneopsError
 
@@ -79,14 +78,6 @@ def not_applicable(reason: str) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- embedding
 
 
-def _image(images: Images, i: int) -> np.ndarray:
-    if isinstance(images, np.ndarray):
-        return np.ascontiguousarray(images[i])
-    from acneops.data.decode import read_rgb
-
-    return np.asarray(read_rgb(images[i]))
-
-
 @dataclasses.dataclass(frozen=True)
 class Faces:
     """Identity embeddings of a set of images: rows only for the images where dlib found a face."""
@@ -109,7 +100,7 @@ def embed_images(images: Images, upsample: int, desc: str, need: int = 0) -> Fac
     vectors, found = [], []
     with progress(total=len(images), desc=desc, unit="img") as bar:
         for i in range(len(images)):
-            vector = embed(_image(images, i), upsample=upsample)
+            vector = embed(image_at(images, i), upsample=upsample)
             found.append(vector is not None)
             vectors += [] if vector is None else [vector]
             bar.update(1)
@@ -190,7 +181,7 @@ def same_pair_distances(images: Images, faces: Faces, chosen: np.ndarray, upsamp
     per_view: dict[str, list[float]] = {name: [] for name in LEAK_VIEWS}
     lost = 0
     for row in progress(chosen, desc=desc, unit="face"):
-        image = _image(images, int(faces.index[row]))
+        image = image_at(images, int(faces.index[row]))
         for name, view in LEAK_VIEWS.items():
             vector = embed(view(image), upsample=upsample)
             if vector is None:
@@ -299,27 +290,14 @@ def reference(images: Images, names: Sequence[str], cfg: Any, desc: str) -> Iden
 
     ``cfg``: the audit section (AuditConfig). With ``identity: always`` a not-applicable outcome is an AcneopsError.
     """
-    from acneops.faces.identity import DLIB_SAME_PERSON
-
     if cfg.identity == "never":
         return not_applicable("params.yaml [audit.identity] is 'never'")
     start, n = time.perf_counter(), len(images)
     need = int(np.ceil(cfg.identity_min_detected * n))
     faces = embed_images(images, cfg.identity_upsample, f"{desc}: faces (real train)", need=need)
-    found, looked = int(faces.found.sum()), len(faces.found)
-    reason = None
-    if found < max(need, 2):
-        reason = (f"dlib found a face in {found} of {looked} real train images"
-                  + (f" (the first {looked} of {n}: the rest cannot reach the minimum)" if looked < n else "")
-                  + f" (needs >= {cfg.identity_min_detected:.0%} of {n} and at least 2)")
-    else:
-        calibration = calibrate(images, names, faces, cfg, desc)
-        share = calibration["all_pairs"]["share_below_dlib_same_person"]
-        if share > cfg.identity_max_same_pairs:
-            reason = (f"dlib calls {share:.0%} of the pairs of real train faces the same person (distance < "
-                      f"{DLIB_SAME_PERSON}; audit.identity_max_same_pairs = {cfg.identity_max_same_pairs:.0%}): these "
-                      "are not photos of different people (drawn faces, or one person), so a match would say nothing")
+    reason = _unusable(faces, need, cfg)
     if reason is None:
+        calibration = calibrate(images, names, faces, cfg, desc)
         return IdentityReference(faces, tuple(str(x) for x in names), calibration["threshold"], calibration,
                                  cfg.identity_upsample, time.perf_counter() - start)
     if cfg.identity == "always":
@@ -327,6 +305,24 @@ def reference(images: Images, names: Sequence[str], cfg: Any, desc: str) -> Iden
                            "report 'not applicable' instead, or audit real face photos (dlib finds faces from ~40 px "
                            "wide; audit.identity_upsample: 2 finds smaller ones)")
     return not_applicable(reason)
+
+
+def _unusable(faces: Faces, need: int, cfg: Any) -> str | None:
+    """Why the real train faces cannot anchor an identity audit (too few found, or not told apart), or None."""
+    from acneops.faces.identity import DLIB_SAME_PERSON
+
+    n, looked, found = faces.total, len(faces.found), int(faces.found.sum())
+    if found < max(need, 2):
+        needs = f"needs >= {cfg.identity_min_detected:.0%} (audit.identity_min_detected) and at least 2"
+        return (f"dlib found a face in {found} of {n} real train images ({needs})" if looked == n else
+                f"dlib found a face in {found} of the first {looked} of {n} real train images and stopped: at most "
+                f"{n - looked + found} can have one ({needs})")
+    share = _pair_shares(faces.embeddings, (DLIB_SAME_PERSON,))[0]
+    if share > cfg.identity_max_same_pairs:
+        return (f"dlib calls {share:.0%} of the pairs of real train faces the same person (distance < "
+                f"{DLIB_SAME_PERSON}; audit.identity_max_same_pairs = {cfg.identity_max_same_pairs:.0%}): these are "
+                "not photos of different people (drawn faces, or one person), so a match would say nothing")
+    return None
 
 
 # ----------------------------------------------------------------------------- evaluate: match rate, membership
@@ -363,11 +359,11 @@ def audit_identity(synthetic: Images, synthetic_names: Sequence[str], synthetic_
                    seed: int = 0, desc: str = "identity") -> dict[str, Any]:
     """The identity audit of an exported synthetic set (evaluate): threshold, match rate overall and per class,
     nearest-identity distances and, with ``real_test``, the identity membership AUC. A dict (JSON report)."""
-    ref = reference(real_train, real_names, cfg, desc)
+    ref = reference(as_images(real_train, "real train images"), real_names, cfg, desc)
     if isinstance(ref, dict):
         return ref
     start = time.perf_counter()
-    syn = embed_images(synthetic, ref.upsample, f"{desc}: faces (synthetic)")
+    syn = embed_images(as_images(synthetic, "synthetic images"), ref.upsample, f"{desc}: faces (synthetic)")
     matches = matches_of(ref, syn)
     labels = np.asarray(synthetic_labels)
     report = ref.report()
@@ -375,7 +371,7 @@ def audit_identity(synthetic: Images, synthetic_names: Sequence[str], synthetic_
     report["per_class"] = {str(c): matches.counts(np.flatnonzero(labels == c)) for c in sorted(set(labels))}
     report["flagged"] = matches.records(ref, synthetic_names)
     if real_test is not None:
-        test = embed_images(real_test, ref.upsample, f"{desc}: faces (real test)")
+        test = embed_images(as_images(real_test, "real test images"), ref.upsample, f"{desc}: faces (real test)")
         report["real_test"] = {"images": test.total, "faces": len(test.embeddings)}
         report["membership"] = membership(ref, test, syn.embeddings, cfg.identity_bootstrap, seed)
     else:

@@ -11,7 +11,8 @@
   assigned to the generator's own class is its class fidelity, the full row its fidelity-matrix row.
 - Anonymity: the exported synthetic set of each class (``synthetic_dir/manifest.csv``) is audited
   against the real train images of that class, with the real test images of that class for C_T and
-  the membership-inference AUC (:func:`acneops.audit.run_audit`).
+  the membership-inference AUC (:func:`acneops.audit.run_audit`); the whole set, where faces are real and
+  detectable, against every real train person (:func:`identity_anonymity`: match rate, identity membership AUC).
 """
 
 from __future__ import annotations
@@ -283,6 +284,45 @@ def anonymity(cls: str, files: list[Path], cfg: Any, extractor: Any) -> dict[str
     return {"headline": headline, "ct_status": ct.get("status"), "ct_pixel_status": ct_pix.get("status"),
             "json": f"audit_evaluate/{cls}.json", "png": f"audit_evaluate/{cls}.png",
             "feature_space": report["feature_space"]}
+
+
+def identity_anonymity(by_class: dict[str, list[Path]], cfg: Any) -> dict[str, Any]:
+    """The identity audit of the whole exported set against every real train face (a face of any class is a
+    person), per class and overall, with the real test faces for the identity membership AUC
+    (:func:`acneops.audit.identity.audit_identity`); ``{"applicable": False, "reason"}`` where it does not apply."""
+    from acneops.audit.identity import audit_identity
+    from acneops.classify.data import real_items
+
+    restored = Path(cfg.restored_dir)
+    labels = train_labels(restored)
+    train = [it.path for it in real_items(restored, "train", ROLE, labels)]
+    test = [it.path for it in real_items(restored, "test", ROLE, labels)]
+    files = [f for c in by_class for f in by_class[c]]
+    with one_blas_thread():
+        return audit_identity(files, [os.path.relpath(f, cfg.synthetic_dir) for f in files],
+                              [c for c in by_class for _ in by_class[c]], train,
+                              [os.path.relpath(p, restored) for p in train], test, cfg.audit, seed=cfg.seed,
+                              desc="evaluate: identity")
+
+
+def identity_numbers(identity: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """(metrics.json ``identity``, per-class figures for the ``anonymity`` headlines) of :func:`identity_anonymity`'s
+    report: numbers only, six significant digits; nothing but ``applicable: false`` where it does not apply."""
+    def sig(x: Any) -> Any:
+        return float(f"{x:.6g}") if isinstance(x, float) else x
+
+    if not identity.get("applicable"):
+        return {"applicable": False}, {}
+    syn, mia = identity["synthetic"], identity["membership"]
+    overall = {"applicable": True, "threshold": identity["threshold"], "synthetic_faces": syn["faces"],
+               "no_face": syn["no_face"], "flagged": syn["flagged"], "match_rate": syn["match_rate"],
+               "nearest_distance_median": (syn["nearest_distance"] or {}).get("q50"), "membership_auc": mia["auc"]}
+    if mia.get("ci95"):
+        overall["membership_auc_ci95_low"], overall["membership_auc_ci95_high"] = mia["ci95"]
+    per_class = {c: {"identity_flagged": r["flagged"], "identity_match_rate": r["match_rate"],
+                     "identity_no_face": r["no_face"]} for c, r in identity["per_class"].items()}
+    return ({k: sig(v) for k, v in overall.items() if v is not None},
+            {c: {k: sig(v) for k, v in r.items()} for c, r in per_class.items()})
 
 
 def sample_grids(by_class: dict[str, list[Path]], cfg: Any) -> dict[str, str]:

@@ -256,6 +256,34 @@ def _anonymity_section(details: dict[str, Any], metrics: dict[str, Any]) -> list
     return lines + ([""] + [f"- {n}" for n in notes] if notes else []) + [""]
 
 
+def _identity_section(details: dict[str, Any]) -> list[str]:
+    """The identity audit (acneops.audit.identity) in words: its figures, or why it does not apply."""
+    ident = details.get("identity")
+    lines = ["### Identity (dlib face recognition)", ""]
+    if not ident:
+        return []
+    if not ident.get("applicable"):
+        return lines + [f"Not applicable: {ident.get('reason', 'no reason recorded')}. No identity figure is given.", ""]
+    cal, syn, mia = ident["calibration"], ident["synthetic"], ident["membership"]
+    same = (cal.get("same_pairs") or {}).get("quantiles") or {}
+    diff = cal["different_pairs"]
+    near = syn.get("nearest_distance") or {}
+    ci = f" (95% interval {fmt(mia['ci95'][0])}–{fmt(mia['ci95'][1])})" if mia.get("ci95") else ""
+    how = cal.get("rule", "set in params.yaml") if cal["source"] == "calibrated" else cal["source"]
+    return lines + [
+        f"- threshold {fmt(ident['threshold'])} ({how}); dlib's own same-person threshold is "
+        f"{fmt(cal['dlib_same_person'], '.1f')}",
+        f"- calibration: transformed copies of a real face at median {fmt(same.get('q50'))}, q99 "
+        f"{fmt(same.get('q99'))}; nearest other real face at q5 {fmt(diff['quantiles']['q5'])}, median "
+        f"{fmt(diff['quantiles']['q50'])} ({fmt(100 * diff['share_below_threshold'], '.1f')}% under the threshold)",
+        f"- {syn['flagged']} of {syn['faces']} synthetic faces are a real train person (match rate "
+        f"{fmt(syn['match_rate'])}); {syn['no_face']} of {syn['images']} images have no face dlib finds (kept); "
+        f"nearest real identity at median {fmt(near.get('q50'))}, q5 {fmt(near.get('q5'))}",
+        f"- identity membership AUC (real train vs test faces, by distance to the nearest synthetic face): "
+        f"{fmt(mia.get('auc'))}{ci}; 0.5 means no identity leak" + (f" ({mia['status']})" if mia.get("status") else ""),
+        ""]
+
+
 def _images_section(details: dict[str, Any], reports_dir: Path) -> list[str]:
     lines = ["## Sample grids of the exported synthetic set", ""]
     grids = details.get("grids") or {}
@@ -295,5 +323,6 @@ def render_report(details: dict[str, Any], metrics: dict[str, Any], reports_dir:
     lines += _classifier_section(details, metrics)
     lines += _generator_section(details, metrics)
     lines += _anonymity_section(details, metrics)
+    lines += _identity_section(details)
     lines += _images_section(details, reports_dir)
     return "\n".join(lines).rstrip() + "\n"

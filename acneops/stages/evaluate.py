@@ -12,7 +12,10 @@ This is the only stage that reads the real test split (data role ``evaluate``). 
    weights), KID, precision / recall / density / coverage, and class fidelity (the share of its
    images the sorter assigns to its own class);
 4. the anonymity audit of the exported synthetic set per class, with the test split for C_T and
-   membership inference (``reports/audit_evaluate/<class>.json`` + PNG);
+   membership inference (``reports/audit_evaluate/<class>.json`` + PNG), and, where the real images are photos of
+   faces dlib finds and tells apart, the identity audit of the whole set (:mod:`acneops.audit.identity`:
+   identity-match rate against every real train person, nearest-identity distances, identity membership AUC of
+   train vs test faces with a bootstrap interval; ``identity: {applicable: false}`` and the reason otherwise);
 
 and writes ``reports/metrics.json`` (DVC metrics: numbers only, nothing wall-clock),
 ``reports/evaluation.json`` (the same plus labels, checkpoints, provenance) and ``reports/report.md``
@@ -87,11 +90,17 @@ class EvaluateResult:
         fd = self.details.get("feature", {}).get("metric_prefix", "fd")
         parts += [f"{g} {fd} {m[fd]:.3g}" for g, m in self.nested.get("generators", {}).items() if fd in m]
         parts += [f"{c} flagged {a['flagged']}/{a['n_synthetic']}" for c, a in self.nested.get("anonymity", {}).items()]
+        identity = self.nested.get("identity", {})
+        if identity.get("applicable"):
+            parts.append(f"identity matches {identity['flagged']}/{identity['synthetic_faces']} faces")
+        elif identity:
+            parts.append(f"identity audit not applicable ({self.details['identity'].get('reason')})")
         return f"evaluate: {'; '.join(parts)} -> {self.report_path}, {self.metrics_path}"
 
 
 def run(cfg: EvaluateConfig) -> EvaluateResult:
     """Measure classifiers, sorter, generators and anonymity; write metrics.json, evaluation.json, report.md."""
+    from acneops.audit.identity import not_applicable
     from acneops.evaluation import generators as evaluate_gen
     from acneops.report.markdown import render_report
     from acneops.tracking.model_uri import local_checkpoints, resolve_checkpoint
@@ -114,11 +123,16 @@ def run(cfg: EvaluateConfig) -> EvaluateResult:
         for name, path in cfg.generators.items()
     }
     details["anonymity"], details["grids"] = {}, {}
+    details["identity"] = not_applicable("no exported synthetic set (evaluate.synthetic_dir is '')")
     if cfg.synthetic_dir:
         by_class = evaluate_gen.synthetic_by_class(Path(cfg.synthetic_dir))
         details["anonymity"] = {c: evaluate_gen.anonymity(c, files, cfg, extractor) for c, files in by_class.items()}
+        details["identity"] = evaluate_gen.identity_anonymity(by_class, cfg)
         details["grids"] = evaluate_gen.sample_grids(by_class, cfg)
-    nested = metrics_from(details)
+    identity, identity_by_class = evaluate_gen.identity_numbers(details["identity"])
+    for cls, entry in details["anonymity"].items():  # the registry's generator gates read these per class
+        entry["headline"].update(identity_applicable=identity["applicable"], **identity_by_class.get(cls, {}))
+    nested = {**metrics_from(details), "identity": identity}
     write_json(cfg.metrics_path, nested)
     write_json(reports / DETAILS_FILE, details)
     report_path = reports / REPORT_FILE

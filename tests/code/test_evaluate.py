@@ -152,7 +152,8 @@ def acne(tmp_path_factory) -> dict:
 def test_metrics_json_holds_every_section_with_valid_numbers(acne):
     metrics = json.loads((acne["reports"] / "metrics.json").read_text())
     assert set(metrics) == {"classifiers", "comparisons", "sorter", "generators", "class_fidelity",
-                            "class_fidelity_summary", "anonymity"}
+                            "class_fidelity_summary", "anonymity", "identity"}
+    assert metrics["identity"] == {"applicable": False}  # colour-noise images: no face for dlib, no number
     assert set(metrics["classifiers"]) == {"synthetic", "real", "augmented"}
     for m in [*metrics["classifiers"].values(), metrics["sorter"]]:
         for key in ("accuracy", "macro_precision", "macro_recall", "macro_f1", "chance_uniform", "chance_majority"):
