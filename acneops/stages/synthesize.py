@@ -39,7 +39,7 @@ from acneops.core.config import ConfigError, build, section, to_dict
 from acneops.core.errors import StageError
 from acneops.audit.identity import reference
 from acneops.stages.params import audit_config, with_prior_classes
-from acneops.synthetic.class_filter import filter_rule, load_class_filter
+from acneops.synthetic.class_filter import filter_rule, load_class_filter, rejection_hint
 from acneops.synthetic.export import (
     ShortfallWarning,
     SynthesizeConfig,
@@ -148,7 +148,8 @@ def run(cfg: SynthesizeConfig) -> SynthesizeResult:
     if failed:
         write_json(cfg.report_path, {**report, "status": "failed: shortfall above max_shortfall",
                                      "seconds": round(time.perf_counter() - start, 2)})
-        raise StageError(_shortfall_message(failed, cfg) + f"; the previous {cfg.out_dir} was left unchanged")
+        raise StageError(_shortfall_message(failed, cfg) + rejection_hint(classes, failed, cfg.prior_filter_max)
+                         + f"; the previous {cfg.out_dir} was left unchanged")
     n_rows = write_dataset(cfg, outcomes, infos)
     if short:
         warnings.warn(_shortfall_message(short, cfg) + f"; exported anyway (within max_shortfall="

@@ -14,7 +14,11 @@ Three rules, one per kind of class (:func:`filter_rule` names the one a class ge
   sorter, whose labels are in severity order) exceeds ``prior_filter_max``. So no face the sorter sees as moderate
   or severe acne is exported as healthy. Limitation: a sorter that never saw a healthy face cannot tell a
   mild-looking face from a healthy one — a face with a few lesions passes as healthy if the sorter calls it mild;
-  only a classifier trained on real healthy faces could close that gap, and the data has none;
+  only a classifier trained on real healthy faces could close that gap, and the data has none. Why an absolute
+  threshold rather than one calibrated on the sorter's scores of real mild faces: it fails safe. A sorter that cannot
+  tell its grades apart answers about 1/3 each, so P(moderate + severe) is about 2/3 and the rule keeps nothing: the
+  stage stops and says why (:func:`rejection_hint`) instead of exporting faces nobody vouched for, where a calibrated
+  rule would pass most of them;
 - any other class the filter does not know (healthy when the data has real healthy faces and the sorter was trained
   on the acne grades only): not filtered, as before the rule for prior classes existed.
 """
@@ -57,6 +61,27 @@ def filter_rule(judge: tuple[Any, dict[str, Any]] | None, cls: str, margin: floa
         return f"none: the filter does not know '{cls}' (its classes: {labels})"
     return (f"prior class: rejected when P({' + '.join(labels[1:])}) > {prior_max}, the filter's grades above its "
             f"mildest '{labels[0]}' (a filter that never saw '{cls}' cannot tell a mild-looking face from it)")
+
+
+def rejection_hint(classes: dict[str, dict[str, Any]], failed: dict[str, int], prior_max: float) -> str:
+    """What the class filter did to the classes that fell short (synthesize's per-class report entries), and the fix;
+    '' when it rejected none of them. A prior class rejected whole means the filter sees the base generator's faces as
+    acne above the mildest grade, or is too unsure to vouch for them: a sorter that cannot tell its three grades apart
+    answers about 1/3 each, so P(moderate + severe) is about 2/3 and the rule keeps nothing (it fails safe)."""
+    parts = []
+    for cls in failed:
+        entry = classes[cls]
+        if not entry.get("rejected_class_filter"):
+            continue
+        prior = "class_filter_rule" in entry
+        parts.append(f"{cls}: {entry['rejected_class_filter']} of {entry['generated']} candidates rejected by the class "
+                     f"filter" + (f"'s prior rule (P(grades above the mildest) > {prior_max})" if prior else ""))
+    if not parts:
+        return ""
+    return ("; " + "; ".join(parts) + ". The filter sees these images as another class (for a prior class: as acne "
+            "above the mildest grade, or it is too unsure to vouch for them, a filter that cannot tell its grades apart "
+            "rejecting everything). Train the sorter better (train_classifier.runs.sorter), or loosen "
+            "synthesize.class_filter_margin / synthesize.prior_filter_max (1 = the filter only counts)")
 
 
 def wrong_class(judge: tuple[Any, dict[str, Any]] | None, cls: str, images: np.ndarray,

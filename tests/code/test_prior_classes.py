@@ -219,7 +219,9 @@ def test_synthesize_filters_a_prior_class_with_the_sorter_and_reports_the_reject
     assert healthy["class_filter_rule"].startswith("prior class: rejected when P(moderate + severe) > 0.5")
     assert "class_filter_rule" not in read_json(report_path)["classes"]["mild"]
 
-    with pytest.raises(StageError, match="too few images passed the anonymity audit and the class filter"):
+    with pytest.raises(StageError, match=r"too few images passed the anonymity audit and the class filter.*healthy: "
+                                         r"\d+ of \d+ candidates rejected by the class filter's prior rule "
+                                         r"\(P\(grades above the mildest\) > 0.25\).*synthesize.prior_filter_max"):
         _synthesize(tmp_path, "strict", ["healthy"], judge, prior_filter_max=0.25)
     failed = read_json(tmp_path / "strict" / "reports" / "synthesize.json")
     healthy = failed["classes"]["healthy"]
