@@ -284,3 +284,58 @@ def test_phantom_default_says_not_applicable_through_acneops_run(tmp_path, monke
     details = json.loads((repo / "reports/evaluation.json").read_text())
     assert details["identity"]["reason"].startswith(reason)
     assert "Not applicable: dlib found a face in 0" in (repo / "reports/report.md").read_text()
+
+
+def lfw_faces() -> np.ndarray:
+    """scikit-image's LFW subset (100 faces of public figures, 25 px grey) at SIZE px RGB: real identities."""
+    from skimage import data
+
+    grey = (data.lfw_subset()[:100] * 255).round().astype(np.uint8)
+    return np.stack([np.asarray(Image.fromarray(g).convert("RGB").resize((SIZE, SIZE), Image.BICUBIC)) for g in grey])
+
+
+def test_evaluate_reports_identity_matches_and_membership_on_real_faces(tmp_path):
+    """A leaky class (mirrored copies of its real train faces) against an honest one (people nobody trained on)."""
+    from test_evaluate import MANIFEST_FIELDS, _write_csv, evaluate_params, make_classifier, make_generator
+
+    from acneops.stages import evaluate
+
+    lfw, labels = lfw_faces(), ("healthy", "mild")
+    splits = {"train": {"healthy": lfw[0:20], "mild": lfw[20:40]}, "test": {"healthy": lfw[40:50], "mild": lfw[50:60]},
+              "val": {"healthy": lfw[90:92], "mild": lfw[92:94]}}
+    for split, by_label in splits.items():
+        (tmp_path / "restored" / split / "images").mkdir(parents=True)
+        rows = []
+        for label, images in by_label.items():
+            for i, img in enumerate(images):
+                Image.fromarray(img).save(tmp_path / "restored" / split / f"images/{label}_{i:02d}.png")
+                rows.append({"file": f"images/{label}_{i:02d}.png", "label": label, "lesions": "", "source": "lfw",
+                             "split": split, "restorer": "none", "orig_sha256": f"{i:064d}"})
+        _write_csv(tmp_path / "restored" / split / "manifest.csv", rows, MANIFEST_FIELDS)
+    exported = {"healthy": [np.ascontiguousarray(im[:, ::-1]) for im in lfw[0:10]], "mild": list(lfw[60:70])}
+    rows = []
+    for label, images in exported.items():
+        (tmp_path / "synthetic" / label).mkdir(parents=True)
+        for i, img in enumerate(images):
+            Image.fromarray(img).save(tmp_path / "synthetic" / label / f"seed{i:06d}.png")
+            rows.append({"file": f"{label}/seed{i:06d}.png", "class": label, "seed": i})
+    _write_csv(tmp_path / "synthetic" / "manifest.csv", rows, ["file", "class", "seed"])
+    gens = {c: str(make_generator(tmp_path / f"models/gan/{c}.pt", seed=k)) for k, c in enumerate(labels)}
+    params = evaluate_params(tmp_path, classifiers={"real": str(make_classifier(tmp_path / "real.pt", labels))},
+                             sorter="", fidelity_judge="", generators=gens, comparisons=[], positive="", bootstrap=0)
+    params["audit"].update(identity_calibration_faces=8, identity_bootstrap=200)
+    result = evaluate.run(evaluate.config_from_params(params))
+    ident, details = result.nested["identity"], result.details["identity"]
+    assert ident["applicable"] is True and 0 < ident["threshold"] <= 0.6
+    per_class = result.nested["anonymity"]
+    assert per_class["healthy"]["identity_match_rate"] >= 0.8  # the mirrored train faces are those people
+    assert per_class["mild"]["identity_match_rate"] <= 0.3 < per_class["healthy"]["identity_match_rate"]
+    assert ident["flagged"] == per_class["healthy"]["identity_flagged"] + per_class["mild"]["identity_flagged"]
+    assert {r["nearest_real"] for r in details["flagged"] if r["synthetic"].startswith("healthy/")} <= {
+        f"train/images/healthy_{i:02d}.png" for i in range(10)}
+    lo, hi = ident["membership_auc_ci95_low"], ident["membership_auc_ci95_high"]
+    assert 0.55 < ident["membership_auc"] and lo < ident["membership_auc"] < hi  # train faces sit nearer the set
+    assert details["membership"]["n_test_faces"] >= 15 and details["calibration"]["same_pairs"]["faces"] == 8
+    assert "identity matches" in result.summary()
+    report = (tmp_path / "reports" / "report.md").read_text()
+    assert "### Identity (dlib face recognition)" in report and "identity membership AUC" in report
