@@ -6,7 +6,8 @@ the statistic on each, the 2.5th and 97.5th percentiles. Differences between cla
 classifier is scored on the same resampled images, so what the images have in common cancels out. Macro-F1 is
 computed as acneops.metrics.classification does (per-class F1 = 0 when a class has no true or predicted image),
 averaged over the classifier's labels that have an image in the test split (a class with none, such as a prior-only
-class, has no F1 to average: acneops.evaluation.scoring leaves it out of the figures the same way). Deterministic for a given ``seed``.
+class, has no F1 to average: acneops.evaluation.classes leaves it out of the figures the same way). Deterministic
+for a given ``seed``.
 
 A classifier trained with several seeds is given as one prediction list per seed: its statistic is the mean over
 the seeds on each resample, so the interval is that of the seed-averaged figure the report shows (test-image

@@ -66,7 +66,8 @@ class IngestResult:
         bad = ", ".join(f"{k} {v}" for k, v in sorted(self.quarantined.items())) or "none"
         text = f"ingest: {self.rows} rows -> {splits}; quarantined: {bad}; report {self.report_path}"
         if self.prior_classes:
-            text += f"\nprior-only classes (no real image; the base generator supplies them): {list(self.prior_classes)}"
+            text += ("\nprior-only classes (no real image; the base generator supplies them): "
+                     f"{list(self.prior_classes)}")
         return text + ("\nwarning: " + describe_mixed(list(self.mixed_label_groups)) if self.mixed_label_groups else "")
 
 

@@ -1,7 +1,7 @@
 """params.yaml reading shared by several commands: the foreach-run merge (train_gan, train_classifier, sort), the
 anonymity audit section (shared by synthesize and evaluate), the prior-only classes (``ingest.prior_classes``, read
-by every stage that must know them) and the data commands (`acneops data phantom`, `acneops data import-acne04`). Domain packages take the built configs; only this layer knows where in params.yaml
-they come from."""
+by every stage that must know them) and the data commands (`acneops data phantom`, `acneops data import-acne04`).
+Domain packages take the built configs; only this layer knows where in params.yaml they come from."""
 
 from __future__ import annotations
 

@@ -74,13 +74,13 @@ def rejection_hint(classes: dict[str, dict[str, Any]], failed: dict[str, int], p
         if not entry.get("rejected_class_filter"):
             continue
         prior = "class_filter_rule" in entry
-        parts.append(f"{cls}: {entry['rejected_class_filter']} of {entry['generated']} candidates rejected by the class "
-                     f"filter" + (f"'s prior rule (P(grades above the mildest) > {prior_max})" if prior else ""))
+        parts.append(f"{cls}: {entry['rejected_class_filter']} of {entry['generated']} candidates rejected by the "
+                     "class filter" + (f"'s prior rule (P(grades above the mildest) > {prior_max})" if prior else ""))
     if not parts:
         return ""
     return ("; " + "; ".join(parts) + ". The filter sees these images as another class (for a prior class: as acne "
-            "above the mildest grade, or it is too unsure to vouch for them, a filter that cannot tell its grades apart "
-            "rejecting everything). Train the sorter better (train_classifier.runs.sorter), or loosen "
+            "above the mildest grade, or it is too unsure to vouch for them, a filter that cannot tell its grades "
+            "apart rejecting everything). Train the sorter better (train_classifier.runs.sorter), or loosen "
             "synthesize.class_filter_margin / synthesize.prior_filter_max (1 = the filter only counts)")
 
 

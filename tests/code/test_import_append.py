@@ -147,7 +147,8 @@ def test_append_to_a_phantom_and_to_an_old_one_import_report(tmp_path):
     importers.import_acne04(make_acne04(tmp_path / "acne04"), out, append=True, source="acne04-b")
     assert [e["source"] for e in read_json(out / "import_report.json")["imports"]] == ["acne04", "acne04-b"]
     (out / "import_report.json").write_text("{not json")
-    with pytest.raises(AcneopsError, match=r"import_report.json: not readable JSON .* delete .* to start a new history"):
+    with pytest.raises(AcneopsError, match=r"import_report.json: not readable JSON .* delete .* to start a new "
+                                           r"history"):
         importers.import_folders(tmp_path / "web", out, append=True, source="web2")
 
 

@@ -140,7 +140,8 @@ def test_classifiers_with_a_prior_only_class_report_it_instead_of_crashing(tmp_p
     assert args["labels"] == list(CLASSES) and args["num_classes"] == 4  # the label stays in the output layer
 
     augmented = train_classifier.run(train_classifier.config_from_params(params, "augmented"))
-    assert augmented.notes[0].startswith("healthy: 0 real train images (prior-only: ingest.prior_classes), 3 synthetic;")
+    assert augmented.notes[0].startswith("healthy: 0 real train images (prior-only: ingest.prior_classes), "
+                                         "3 synthetic;")
     assert augmented.counts["train_synthetic"] == 12
 
     params["train_classifier"]["runs"]["real"]["prior_classes"] = ["healthy"]

@@ -39,6 +39,7 @@ from acneops.data.importers.layout import (
 )
 
 __all__ = [
-    "IMAGE_EXTENSIONS", "RAW_COLUMNS", "REPORT_FILE", "SOURCE_RE", "ImportResult", "ImportersConfig", "check_output_dir",
+    "IMAGE_EXTENSIONS", "RAW_COLUMNS", "REPORT_FILE", "SOURCE_RE", "ImportResult", "ImportersConfig",
+    "check_output_dir",
     "class_name", "import_acne04", "import_folders", "staged_output", "write_labels",
 ]
