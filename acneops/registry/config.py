@@ -34,6 +34,7 @@ class RegisterConfig:
     report_path: Path = REPORTS_DIR / "registry.json"  # every decision with its figures
     # absolute gates of a generator (its exported images' anonymity audit, per class, from evaluate)
     max_flagged: int = 0  # exported near copies of a real train image allowed
+    max_identity_flagged: int = 0  # exported faces of a real train person allowed (identity audit, where it applies)
     max_membership_auc: float = 0.65  # membership-inference AUC (feature and pixel attacks); 0.5 = no leak
     min_ct: float = -3.0  # Meehan et al.'s C_T z-score (feature and pixel); strongly negative = data copying
     # relative gates of a generator against the champion, both measured now on the same reference
@@ -51,6 +52,7 @@ class RegisterConfig:
         require(bool(self.prefix) and all(ch.isalnum() or ch in "-_." for ch in self.prefix),
                 f"{where}.prefix: letters, digits, '-', '_' or '.', got {self.prefix!r}")
         require(self.max_flagged >= 0, f"{where}.max_flagged: must be >= 0")
+        require(self.max_identity_flagged >= 0, f"{where}.max_identity_flagged: must be >= 0")
         require(0.5 <= self.max_membership_auc <= 1, f"{where}.max_membership_auc: must be in [0.5, 1]")
         require(self.fidelity_tolerance >= 0 and self.fd_tolerance >= 0,
                 f"{where}: fidelity_tolerance and fd_tolerance must be >= 0")

@@ -1,7 +1,8 @@
 """The promotion gates of `register`: what is measured for a candidate version and its champion, and the decision.
 
 Generators: absolute gates on the anonymity audit of the candidate's exported images (evaluate's per-class figures:
-flagged near copies, membership-inference AUCs, C_T), then relative gates against the champion: class fidelity and
+flagged near copies, membership-inference AUCs, C_T, and faces of a real train person where the identity audit
+applies), then relative gates against the champion: class fidelity and
 Fréchet distance of both, measured in this run by :func:`acneops.evaluation.generators.quality_figures` with the
 same real reference, the same feature extractor, the same judge and the same seeds.
 
@@ -32,6 +33,13 @@ def anonymity_gates(cfg: RegisterConfig, audit: dict[str, Any] | None) -> dict[s
     for key in ("ct", "ct_pixel"):
         value = audit.get(key)  # None when too few samples per cell: not a copying signal, not gated
         gates[key] = {"value": value, "limit": f">= {cfg.min_ct}", "passed": value is None or value >= cfg.min_ct}
+    if audit.get("identity_applicable"):  # the identity audit ran: its flags are gated like the copy audit's
+        value = audit.get("identity_flagged")
+        gates["identity_flagged"] = {"value": value, "limit": f"<= {cfg.max_identity_flagged}",
+                                     "passed": value is not None and value <= cfg.max_identity_flagged}
+    elif "identity_applicable" in audit:  # no face dlib tells apart in the real train images: recorded, not gated
+        gates["identity_flagged"] = {"value": None, "limit": "not applicable (see evaluation.json identity)",
+                                     "passed": True}
     return gates
 
 

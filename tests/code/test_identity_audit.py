@@ -339,3 +339,24 @@ def test_evaluate_reports_identity_matches_and_membership_on_real_faces(tmp_path
     assert "identity matches" in result.summary()
     report = (tmp_path / "reports" / "report.md").read_text()
     assert "### Identity (dlib face recognition)" in report and "identity membership AUC" in report
+
+
+def test_register_gates_identity_flags_only_where_the_audit_applies():
+    from acneops.registry import gates
+    from acneops.registry.config import RegisterConfig
+
+    clean = {"flagged": 0, "mia_auc_feature": 0.55, "mia_auc_pixel": 0.5, "ct": 0.2, "ct_pixel": -1.0}
+    cfg = RegisterConfig()
+    leaky = gates.anonymity_gates(cfg, {**clean, "identity_applicable": True, "identity_flagged": 2})
+    assert [g for g, v in leaky.items() if not v["passed"]] == ["identity_flagged"]
+    assert leaky["identity_flagged"]["value"] == 2 and leaky["identity_flagged"]["limit"] == "<= 0"
+    assert gates.passed(gates.anonymity_gates(RegisterConfig(max_identity_flagged=2),
+                                              {**clean, "identity_applicable": True, "identity_flagged": 2}))
+    unaudited = gates.anonymity_gates(cfg, {**clean, "identity_applicable": True})  # applicable but no figure
+    assert not unaudited["identity_flagged"]["passed"]
+    phantom = gates.anonymity_gates(cfg, {**clean, "identity_applicable": False})
+    assert gates.passed(phantom) and phantom["identity_flagged"]["value"] is None
+    assert "not applicable" in phantom["identity_flagged"]["limit"]
+    assert "identity_flagged" not in gates.anonymity_gates(cfg, clean)  # an audit from before the identity audit
+    with pytest.raises(ConfigError, match=r"max_identity_flagged: must be >= 0"):
+        RegisterConfig(max_identity_flagged=-1)
