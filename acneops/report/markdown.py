@@ -263,7 +263,8 @@ def _identity_section(details: dict[str, Any]) -> list[str]:
     if not ident:
         return []
     if not ident.get("applicable"):
-        return lines + [f"Not applicable: {ident.get('reason', 'no reason recorded')}. No identity figure is given.", ""]
+        return lines + [f"Not applicable: {ident.get('reason', 'no reason recorded')}. No identity figure is given.",
+                        ""]
     cal, syn, mia = ident["calibration"], ident["synthetic"], ident["membership"]
     same = (cal.get("same_pairs") or {}).get("quantiles") or {}
     diff = cal["different_pairs"]

@@ -197,9 +197,10 @@ def write_restored(root: Path, train: dict[str, np.ndarray]) -> Path:
 
 def leak(photo: np.ndarray, seed: int) -> np.ndarray:
     """A new framing of the same person: wider or tighter, shifted, mirrored, rotated, darker (not a near copy)."""
-    framed = portrait(photo, margin=(1.6, 2.8, 3.0)[seed % 3], dx=(0.1, -0.3, 0.0)[seed % 3], dy=(0.0, 0.2, 0.3)[seed % 3])
+    k = seed % 3
+    framed = portrait(photo, margin=(1.6, 2.8, 3.0)[k], dx=(0.1, -0.3, 0.0)[k], dy=(0.0, 0.2, 0.3)[k])
     framed = np.ascontiguousarray(framed[:, ::-1]) if seed % 2 else framed
-    return ida._gain(np.asarray(Image.fromarray(framed).rotate((10, -12, 0)[seed % 3], Image.BICUBIC)), 0.85)
+    return ida._gain(np.asarray(Image.fromarray(framed).rotate((10, -12, 0)[k], Image.BICUBIC)), 0.85)
 
 
 def test_synthesize_drops_and_counts_planted_identities_and_keeps_faceless_images(photos, faces, tmp_path,
