@@ -81,7 +81,11 @@ def test_paper_preset_is_config_f_at_1024_from_the_ffhq_import(paper):
     G_all = runs["all"]
     assert G_all.resume_from == "models/nvlabs/ffhq.pt" and G_all.labels == ("mild", "moderate", "severe")
     assert {name: Path(cfg.resume_from).parent.name for name, cfg in runs.items() if name != "all"} == dict.fromkeys(
-        ("healthy", "mild", "moderate", "severe"), "all")
+        ("mild", "moderate", "severe"), "all")
+    # ACNE04 has no healthy faces: the paper drew them from the FFHQ generator, so no healthy fine-tune exists and
+    # the healthy class is prior-only, exported from the import through the sorter's prior rule
+    assert paper["ingest"]["prior_classes"] == ["healthy"]
+    assert paper["synthesize"]["generators"]["healthy"] == paper["evaluate"]["generators"]["healthy"] == G_all.resume_from
     assert {cfg.image_dir for name, cfg in runs.items() if name in ("mild", "moderate", "severe")} == {
         f"datasets/sorted/{s}" for s in ("mild", "moderate", "severe")}
     args = model_args(G_all)
