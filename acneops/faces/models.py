@@ -28,7 +28,8 @@ def dlib_module() -> Any:
     try:
         import dlib
     except ImportError as exc:
-        raise AcneopsError(f"face detection, alignment and the identity audit need dlib: {EXTRA_HINT}") from exc
+        raise AcneopsError(f"face detection, alignment and the identity audit need dlib: {EXTRA_HINT}; or turn them "
+                           "off: params.yaml audit.identity: never, restore.align: false") from exc
     return dlib
 
 

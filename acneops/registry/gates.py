@@ -93,6 +93,7 @@ def score_classifiers(cfg: RegisterConfig, ev: Any, candidate: Path, champion: P
     macro-F1 difference. ``ev``: evaluate's config (restored_dir, batch)."""
     from acneops.classify.backbones import load_classifier, predict
     from acneops.classify.data import real_items
+    from acneops.evaluation.classes import left_out_classes, present_only
     from acneops.metrics.bootstrap import intervals
     from acneops.metrics.classification import classification_report
 
@@ -106,16 +107,19 @@ def score_classifiers(cfg: RegisterConfig, ev: Any, candidate: Path, champion: P
         if labels and these != labels:
             raise ValueError(f"the champion predicts {these}, the candidate {labels}: not the same task")
         labels = these
-        items = real_items(Path(ev.restored_dir), "test", "evaluate", labels)
+        # as evaluate: a class with no real test image (a prior-only class) is left out of the macro figures
+        items = real_items(Path(ev.restored_dir), "test", "evaluate", labels, absent_ok=labels)
         probs = predict(model, args, [it.path for it in items], batch=ev.batch, desc=f"register: {role} on real test")
         preds[role] = ([it.label for it in items], [labels[i] for i in probs.argmax(axis=1)], labels)
-    out: dict[str, Any] = {}
-    for role, (y_true, y_pred, _) in preds.items():
-        report = classification_report(y_true, y_pred, labels)
-        out[role] = {"accuracy": report["accuracy"], "macro_f1": report["macro"]["f1"], "n_test": len(y_true)}
     y_true = preds["candidate"][0]
+    left_out = left_out_classes("the candidate", labels, y_true, ev)
+    out: dict[str, Any] = {"left_out": left_out} if left_out else {}
+    for role, (y_true, y_pred, _) in preds.items():
+        report = present_only(classification_report(y_true, y_pred, labels), left_out)
+        out[role] = {"accuracy": report["accuracy"], "macro_f1": report["macro"]["f1"], "n_test": len(y_true)}
     majority = max(labels, key=y_true.count)
-    out["majority_macro_f1"] = classification_report(y_true, [majority] * len(y_true), labels)["macro"]["f1"]
+    out["majority_macro_f1"] = present_only(classification_report(y_true, [majority] * len(y_true), labels),
+                                            left_out)["macro"]["f1"]
     if "champion" in preds:
         ci = intervals(preds, cfg.bootstrap, cfg.seed, [("candidate", "champion")])
         pair = ci["pairs"]["candidate_minus_champion"]["macro_f1"]

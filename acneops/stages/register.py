@@ -32,7 +32,7 @@ from acneops.core.config import ConfigError, build, section, to_dict
 from acneops.core.errors import StageError
 from acneops.core.io import sha256_file, write_json
 from acneops.registry.config import CHALLENGER, CHAMPION, SECTION, RegisterConfig
-from acneops.stages.params import audit_config
+from acneops.stages.params import audit_config, with_prior_classes
 
 Config = RegisterConfig
 TRACKS_ITSELF = True  # run() opens its MLflow run itself: it logs cards (and untracked models) into it
@@ -47,7 +47,7 @@ def config_from_params(params: dict[str, Any], name: str | None = None) -> Regis
     if name:
         raise ConfigError(f"register has no named runs; drop --name {name}")
     cfg = build(RegisterConfig, dict(section(params, SECTION)), SECTION)
-    measure = build(EvaluateConfig, dict(section(params, EVALUATE)), EVALUATE)
+    measure = build(EvaluateConfig, with_prior_classes(params, dict(section(params, EVALUATE)), EVALUATE), EVALUATE)
     return dataclasses.replace(cfg, measure=dataclasses.replace(measure, audit=audit_config(params)))
 
 

@@ -148,3 +148,22 @@ def test_evaluate_scores_the_classes_of_the_real_test_split_and_says_healthy_was
     assert "left out: `healthy` (no image in the real test split (prior-only class" in (
         root / "reports/report.md").read_text()
     assert details["generators"]["healthy"]["real_labels"] == ["mild", "moderate", "severe"]
+
+
+def test_registers_classifier_gates_score_the_classes_of_the_real_test_split(repo, monkeypatch):
+    """register re-scores a classifier on the real test split as evaluate does: healthy (prior-only, no test image)
+    is left out of macro-F1 and named, instead of a missing-class error or an F1 of 0 pulling the gate down."""
+    from acneops.registry import gates
+    from acneops.stages.register import config_from_params
+
+    root = repo["root"]
+    monkeypatch.chdir(root)
+    cfg = config_from_params(yaml.safe_load((root / "params.yaml").read_text()))
+    assert list(cfg.measure.prior_classes) == ["healthy"]
+    real = Path("models/classifier/real/best.pt")
+    scores = gates.score_classifiers(cfg, cfg.measure, real, real)
+    assert scores["left_out"] == {"healthy": "no image in the real test split (prior-only class: ingest.prior_classes;"
+                                             " the base generator supplies it, the data has none)"}
+    evaluated = read_json(root / "reports/metrics.json")["classifiers"]["real"]
+    assert scores["candidate"]["macro_f1"] == pytest.approx(evaluated["macro_f1"], abs=1e-6)
+    assert scores["difference"]["difference"] == 0.0 and 0 < scores["majority_macro_f1"] < 1
