@@ -279,9 +279,10 @@ def _maybe_train_sr(cfg: RestoreConfig, rows: list[dict[str, str]], stage_dir: P
                              " set restore.restorer: lanczos or add high-resolution images")
     else:
         checkpoint, info = _train_and_compare(cfg, hr_train, stage_dir)
-        checkpoint = str(Path(checkpoint).resolve())
+        # sr.json names the checkpoint as params do (relative to the repository): a DVC output must not depend on
+        # where the repository is cloned; the workers get the absolute path
         write_json(cfg.sr_dir / "sr.json", {"trained": True, "checkpoint": checkpoint, **info})
-        return checkpoint, info
+        return str(Path(checkpoint).resolve()), info
     write_json(cfg.sr_dir / "sr.json", {"trained": False, **info})
     return None, info
 
