@@ -21,7 +21,9 @@ INTENDED_USE = {
 LIMITS = {
     "generator": ("Trained at low resolution on a small dataset; images can carry generator artefacts a classifier "
                   "may learn. Anonymity is audited against the training images by pixel and feature distance and "
-                  "membership inference, not by face identity. Check the class fidelity before relying on labels."),
+                  "membership inference, and by face identity (dlib embeddings) only where dlib finds faces in the "
+                  "real train images: see the identity_flagged gate. Check the class fidelity before relying on "
+                  "labels."),
     "classifier": ("Scored on a small frozen test split from the same source as its training data: the 95% "
                    "intervals are wide, and performance on other cameras, skin types or clinics is unmeasured."),
 }
