@@ -278,3 +278,16 @@ def test_evaluate_scores_only_classes_present_in_the_real_test_split_and_says_wh
     assert healthy_gen["real_labels"] == ["mild", "severe"]  # a prior class is compared with every real face
     assert result.nested["anonymity"]["healthy"]["n_real_train"] == 12  # audited against every real train face
     assert result.nested["anonymity"]["mild"]["n_real_train"] == 6
+
+
+@pytest.mark.parametrize("value", [1.5, -0.1])
+def test_acneops_run_synthesize_refuses_a_prior_filter_max_outside_0_1(tmp_path, monkeypatch, value):
+    """A probability outside [0, 1] is a clear error from `acneops run synthesize` before anything is generated."""
+    params = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
+    params["synthesize"]["prior_filter_max"] = value
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["run", "synthesize"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)  # an error line, no traceback
+    assert f"error: params.yaml [synthesize].prior_filter_max must be in [0, 1], got {value}" in result.output
+    assert not (tmp_path / "datasets").exists() and not (tmp_path / "reports").exists()
