@@ -1,7 +1,7 @@
 """Screenshots of the MLflow UI as a user sees it: the registered models page and the compare view of the two latest
 reproductions (the `acneops repro` parent runs), taken with headless Chromium (Debian's `chromium` package).
 
-    .venv/bin/python flows/mlflow_screenshots.py [--tracking-uri URI] [--out reports]
+    .venv/bin/python flows/mlflow_screenshots.py [--tracking-uri URI] [--out docs/screenshots]
 
 Without ``--tracking-uri`` it serves the repository's embedded store (``sqlite:///<repo>/mlflow.db``, artifacts in
 ``mlartifacts/``) with ``mlflow server`` on 127.0.0.1 for the time of the screenshots and stops it afterwards; with
@@ -116,7 +116,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tracking-uri", default="", help="an MLflow server's URL (default: serve the repo's store)")
     ap.add_argument("--repo", type=Path, default=Path("."))
-    ap.add_argument("--out", type=Path, default=Path("reports"))
+    ap.add_argument("--out", type=Path, default=Path("docs/screenshots"))
     args = ap.parse_args()
     with contextlib.nullcontext(args.tracking_uri) if args.tracking_uri else embedded_ui(args.repo) as url:
         for png, text in screenshots(url.rstrip("/"), args.out).items():

@@ -1,10 +1,10 @@
-"""Screenshot of the Prefect UI after serving the regenerate schedule and one regeneration (reports/prefect_ui.png).
+"""Screenshot of the Prefect UI after serving the regenerate schedule and one regeneration (docs/screenshots/prefect_ui.png).
 
 What a user sees, taken with headless Chromium (Debian's `chromium` package): the deployment with its cron schedule,
 next scheduled run and the completed run; that run's page (state, task timeline, logs); and its markdown artifact
 (the dataset's folder, seed, counts, FD, audit figures and sample grid).
 
-    .venv/bin/python flows/prefect_screenshots.py --repo REPO [--api-url URL] [--out reports]
+    .venv/bin/python flows/prefect_screenshots.py --repo REPO [--api-url URL] [--out docs/screenshots]
         [--cron "0 3 * * 1"] [--seed N] [--count mild=20 ...]
 
 In ``--repo`` (a repository whose generators are registered champions; its MLflow store as a run there finds it:
@@ -209,7 +209,7 @@ def main() -> None:
                     help="images of a class for the triggered run (default: the flow's counts)")
     ap.add_argument("--seed", type=int, default=None, help="base seed of the triggered run (default: fresh)")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds the regeneration may take")
-    ap.add_argument("--out", type=Path, default=Path("reports"))
+    ap.add_argument("--out", type=Path, default=Path("docs/screenshots"))
     args = ap.parse_args()
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
