@@ -160,35 +160,22 @@ def gan_import_nvlabs(
                                       channel_base=channel_base, channel_max=channel_max, conv_clamp=conv_clamp,
                                       mbstd_group=mbstd_group).items() if v is not None}
     try:
-        from acneops.gan.nvlabs_import import import_nvlabs
+        from acneops.gan.nvlabs_import import import_nvlabs, train_gan_targets
 
-        targets, expected = ([], None) if no_check else _nvlabs_targets(params, run, out, explicit)
+        targets, expected = [], None
+        if not no_check:
+            path = params or (Path("params.yaml") if Path("params.yaml").is_file() else None)
+            if path is None and not explicit:
+                typer.echo("note: no params.yaml here and no --params: the network is not checked against train_gan")
+            section = None
+            if path is not None:
+                from acneops.core.config import load_params
+
+                section = load_params(path).get("train_gan") or {}
+            targets, expected = train_gan_targets(section, str(path), run, out, explicit)
         typer.echo(import_nvlabs(src, out, targets, expected).summary())
     except AcneopsError as exc:
         _fail(exc)
-
-
-def _nvlabs_targets(params: Optional[Path], run: Optional[str], out: Path,
-                    explicit: dict) -> tuple[list[tuple[str, dict]], Optional[dict]]:
-    """(targets, expected) of an import: (label, train_gan values) pairs the network must fit (the named run, else
-    the runs resuming from ``out``, else train_gan's common keys; ``explicit`` values override them) or, without
-    params, only the values given on the command line."""
-    if params is None and not Path("params.yaml").is_file():
-        if not explicit:
-            typer.echo("note: no params.yaml here and no --params: the network is not checked against train_gan")
-        return [], explicit or None
-    from acneops.core.config import ConfigError, load_params
-
-    path = params or Path("params.yaml")
-    section = dict(load_params(path).get("train_gan") or {})
-    runs = {name: {**section, **(values or {})} for name, values in (section.pop("runs", None) or {}).items()}
-    if run and run not in runs:
-        raise ConfigError(f"{path}: no train_gan run {run!r}; pass --run with one of {sorted(runs)}")
-    names = [run] if run else [name for name, values in runs.items() if values.get("resume_from")
-                               and Path(str(values["resume_from"])).resolve() == out.resolve()]
-    if not names:
-        return [(f"{path} train_gan", {**section, **explicit})], None
-    return [(f"{path} train_gan run {name!r}", {**runs[name], **explicit}) for name in names], None
 
 
 @app.command("run")

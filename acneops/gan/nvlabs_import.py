@@ -197,6 +197,27 @@ def train_gan_values(args: ModelArgs) -> dict[str, Any]:
             "conv_clamp": G["conv_clamp"] or 0, "mbstd_group": D["mbstd_group_size"]}
 
 
+def train_gan_targets(section: Mapping[str, Any] | None, where: str, run: str | None, out: str | Path,
+                      explicit: Mapping[str, Any]) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, Any] | None]:
+    """(targets, expected) of an import (`acneops gan import-nvlabs`). With params.yaml's ``train_gan`` section: the
+    (label, values) pairs the network must fit: the named ``run``, else the runs whose ``resume_from`` is ``out``,
+    else train_gan's common keys; ``explicit`` values (command-line options) override them. Without params
+    (``section`` None): no target, only the explicit values as the expected settings."""
+    from acneops.core.config import ConfigError
+
+    if section is None:
+        return [], dict(explicit) or None
+    common = dict(section)
+    runs = {name: {**common, **(values or {})} for name, values in (common.pop("runs", None) or {}).items()}
+    if run and run not in runs:
+        raise ConfigError(f"{where}: no train_gan run {run!r}; pass --run with one of {sorted(runs)}")
+    names = [run] if run else [name for name, values in runs.items() if values.get("resume_from")
+                               and Path(str(values["resume_from"])).resolve() == Path(out).resolve()]
+    if not names:
+        return [(f"{where} train_gan", {**common, **explicit})], None
+    return [(f"{where} train_gan run {name!r}", {**runs[name], **explicit}) for name in names], None
+
+
 def import_nvlabs(src: str | Path, out: str | Path, targets: Sequence[tuple[str, Mapping[str, Any]]] = (),
                   expected: Mapping[str, Any] | None = None) -> NvlabsImport:
     """Read the NVIDIA pickle ``src`` safely and write it as the acneops GAN checkpoint ``out`` (atomically).
