@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import numpy as np
 
 from acneops.faces import models
@@ -25,14 +23,3 @@ def embed(image: np.ndarray, upsample: int = 1, jitters: int = 0) -> np.ndarray 
     vector = models.recognition_net().compute_face_descriptor(image, face.shape, jitters)
     return np.asarray(vector, dtype=np.float64)
 
-
-def embed_many(images: Iterable[np.ndarray], upsample: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """(embeddings (N_found, 128), found (N,) bool): the faces of ``images``; rows only for images with a face."""
-    vectors, found = [], []
-    for image in images:
-        vector = embed(image, upsample=upsample)
-        found.append(vector is not None)
-        if vector is not None:
-            vectors.append(vector)
-    stacked = np.stack(vectors) if vectors else np.zeros((0, EMBED_DIM))
-    return stacked, np.array(found, dtype=bool)
